@@ -1,0 +1,295 @@
+"""Typed, frozen experiment configuration.
+
+A run is fully described by one `Config`. Choices with several options are `Spec`s: plain dicts
+`{"name": ..., **kwargs}` resolved through a registry (`resolve_spec`) into the registered, frozen config
+dataclass. `validate(config)` resolves every spec and checks every cross-field constraint *before* any JAX work,
+so a typo fails in milliseconds with the field name and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+from research.registry import Registry
+
+Spec = dict  # {"name": <registered name or 'pkg.module:Attr'>, **kwargs}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and what was expected."""
+
+
+def _frozen(cls):
+    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+
+@_frozen
+class DataConfig:
+    corpus: Spec = dataclasses.field(default_factory=lambda: {"name": "wiki-sample"})
+    """Which text: `wiki-sample` (default, ships with gensim), `text` (path=file or folder), `wikitext` (path=folder)."""
+    tokenizer: Spec = dataclasses.field(default_factory=lambda: {"name": "byte"})
+    """How text becomes ids: `byte`, `bpe` or `unigram` (SentencePiece, vocab_size=...)."""
+    seq_len: int = 128
+    """Training sequence length in tokens; evaluation lengths are multiples of it."""
+    batch_size: int = 32
+    """Global batch size in sequences (split over all devices)."""
+    max_eval_bytes: int | None = None
+    """Cap on the UTF-8 bytes of the valid/test splits used (cut at a document boundary); None = whole split."""
+
+
+@_frozen
+class ModelConfig:
+    d_model: int = 128
+    """Residual-stream width E."""
+    num_layers: int = 4
+    num_heads: int = 4
+    """Attention heads H; head_dim D = d_model / num_heads."""
+    mlp_ratio: int = 4
+    """MLP hidden width = mlp_ratio * d_model."""
+    positional: Spec = dataclasses.field(default_factory=lambda: {"name": "rope"})
+    """Positional encoding scheme (research/positional/)."""
+    positions: Spec = dataclasses.field(default_factory=lambda: {"name": "contiguous"})
+    """How position ids are drawn at training time (research/positional/positions.py)."""
+    embedding: Spec = dataclasses.field(default_factory=lambda: {"name": "table"})
+    """Token-embedding design (research/embedding/)."""
+
+
+@_frozen
+class TrainConfig:
+    steps: int = 1000
+    learning_rate: float = 3e-3
+    """Peak AdamW learning rate, reached after warmup_steps, then cosine decay."""
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    grad_clip: float = 1.0
+    """Global-norm gradient clipping threshold."""
+    log_every: int = 50
+    eval_every: int = 250
+    """Validation every this many steps (and at the end); 0 disables periodic validation."""
+    checkpoint_every: int = 250
+    """Orbax checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+
+
+@_frozen
+class EvalConfig:
+    length_multipliers: tuple[int, ...] = (1, 2, 4, 8)
+    """Final test evaluation at these multiples of data.seq_len (the extrapolation curve)."""
+    batch_size: int = 8
+    """Windows per evaluation batch."""
+    valid_max_windows: int = 64
+    """Windows of seq_len used by periodic validation (0 = whole split)."""
+
+
+@_frozen
+class Config:
+    seed: int = 0
+    """Seeds parameters and the data order."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------- specs
+
+
+def parse_spec(value: str | dict) -> Spec:
+    """`rope`, `rope:base=500,interleaved=true` or a JSON object -> Spec dict."""
+    if isinstance(value, dict):
+        return dict(value)
+    value = value.strip()
+    if value.startswith("{"):
+        spec = json.loads(value)
+        if "name" not in spec:
+            raise ConfigError(f"spec {value!r} has no 'name'")
+        return spec
+    name, _, rest = value.partition(":") if not _looks_like_import_path(value) else (value, "", "")
+    if _looks_like_import_path(value) and "@" in value:  # pkg.mod:Attr@k=v
+        name, _, rest = value.partition("@")
+    spec: dict[str, Any] = {"name": name}
+    for item in filter(None, rest.split(",")):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise ConfigError(f"spec {value!r}: expected key=value, got {item!r}")
+        spec[key.strip()] = parse_scalar(raw.strip())
+    return spec
+
+
+def _looks_like_import_path(value: str) -> bool:
+    head, sep, tail = value.partition(":")
+    return bool(sep) and "." in head and "=" not in head and tail[:1].isupper()
+
+
+def parse_scalar(raw: str) -> Any:
+    """Command-line literal -> int / float / bool / None / list (JSON) / str."""
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def resolve_spec(registry: Registry, spec: Spec | str, *, field: str) -> Any:
+    """Spec -> instance of the registered frozen config class; unknown names or keys raise ConfigError."""
+    spec = parse_spec(spec)
+    if "name" not in spec:
+        raise ConfigError(f"{field}: a spec needs a 'name'; valid choices: {', '.join(registry.names())}")
+    try:
+        cls = registry.get(spec["name"], field=field)
+    except KeyError as e:
+        raise ConfigError(str(e)) from None
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    valid = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"{field}: {spec['name']!r} has no option(s) {unknown}; valid options: {sorted(valid) or 'none'}"
+        )
+    kwargs = {k: _coerce(v, valid[k].type, f"{field}.{k}", cls) for k, v in kwargs.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{field}: {e}") from None
+
+
+def _coerce(value, annotation, field: str, owner=None):
+    """Light type check and conversion for values coming from JSON or the command line."""
+    if isinstance(annotation, str):
+        hints = typing.get_type_hints(owner) if owner is not None else {}
+        annotation = hints.get(field.rsplit(".", 1)[-1], Any)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any or annotation is dict:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, field)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{field}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{field}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, field) for v in value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{field}: expected one of {list(args)}, got {value!r}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{field}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{field}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{field}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{field}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+# ------------------------------------------------------------------------------------- (de)serialising
+
+
+def to_dict(config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls, data: dict, *, prefix: str = ""):
+    """Nested dict (e.g. config.json) -> frozen dataclass, with field names checked."""
+    hints = typing.get_type_hints(cls)
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise ConfigError(f"{prefix or cls.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, prefix=name + ".")
+        elif hint is Spec or typing.get_origin(hint) is dict:
+            kwargs[key] = parse_spec(value)
+        else:
+            kwargs[key] = _coerce(value, hint, name)
+    return cls(**kwargs)
+
+
+def replace_path(config, path: str, value):
+    """Functional update of a dotted field: replace_path(cfg, "train.steps", 10)."""
+    head, _, rest = path.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if head not in fields:
+        raise ConfigError(f"unknown config field {path!r}; valid: {sorted(fields)}")
+    if rest:
+        return dataclasses.replace(config, **{head: replace_path(getattr(config, head), rest, value)})
+    hint = typing.get_type_hints(type(config))[head]
+    if hint is Spec or typing.get_origin(hint) is dict:
+        value = parse_spec(value)
+    else:
+        value = _coerce(value, hint, path)
+    return dataclasses.replace(config, **{head: value})
+
+
+def leaf_fields(cls, prefix: str = ""):
+    """(dotted path, type, docstring) for every leaf field, for --help and override parsing."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from leaf_fields(hint, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", hint, docs.get(f.name, "")
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings (the string literal under a field) of a dataclass."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs

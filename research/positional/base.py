@@ -1,0 +1,60 @@
+"""The positional-encoding interface and NoPE, its identity base.
+
+Axis letters: B batch, T query length, S key length, H heads, K kv heads, D head dim, E width, L layers.
+
+A scheme implements only the hooks it needs; the transformer calls all three at fixed sites:
+    embed(x[B,T,E], pos[B,T]) -> x                                    absolute: added to token embeddings
+    rotate(q[B,T,H,D], k[B,S,K,D], q_pos[B,T], k_pos[B,S], *, layer) -> q, k     rotary family
+    bias(q_pos[B,T], k_pos[B,S], *, layer, q=None, k=None) -> [B|1,H,T,S] or None   added after 1/sqrt(D)
+Positions are integer data made once per forward pass, never `arange` inside a layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+from flax import nnx
+
+from research.registry import Registry
+
+POSITIONAL: Registry[type[PositionalConfig]] = Registry("positional encoding")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dims:
+    """Model shapes a scheme may need to build itself."""
+
+    d_model: int  # E
+    num_heads: int  # H
+    head_dim: int  # D
+    num_layers: int  # L
+    max_len: int  # training sequence length
+
+
+class PositionalEncoding(nnx.Module):
+    """NoPE: every hook is the identity. Schemes subclass this and override what they need."""
+
+    def embed(self, x: jax.Array, pos: jax.Array) -> jax.Array:
+        return x
+
+    def rotate(self, q, k, q_pos, k_pos, *, layer: int):
+        return q, k
+
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+        return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PositionalConfig:
+    """Base config. Subclasses are frozen kw_only dataclasses registered in POSITIONAL with the paper's defaults."""
+
+    relative: ClassVar[bool] = True
+    """True when attention depends on positions only through offsets i - j (shift-invariant)."""
+
+    def validate(self, dims: Dims) -> None:
+        """Raise ValueError naming the field and what was expected; called before any compilation."""
+
+    def build(self, dims: Dims, *, rngs: nnx.Rngs) -> PositionalEncoding:
+        return PositionalEncoding()
