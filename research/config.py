@@ -243,19 +243,20 @@ def from_dict(cls, data: dict, *, prefix: str = ""):
     return cls(**kwargs)
 
 
-def replace_path(config, path: str, value):
+def replace_path(config, path: str, value, *, _prefix: str = ""):
     """Functional update of a dotted field: replace_path(cfg, "train.steps", 10)."""
     head, _, rest = path.partition(".")
     fields = {f.name: f for f in dataclasses.fields(config)}
     if head not in fields:
-        raise ConfigError(f"unknown config field {path!r}; valid: {sorted(fields)}")
+        raise ConfigError(f"unknown config field {_prefix + path!r}; valid: {sorted(fields)}")
     if rest:
-        return dataclasses.replace(config, **{head: replace_path(getattr(config, head), rest, value)})
+        inner = replace_path(getattr(config, head), rest, value, _prefix=f"{_prefix}{head}.")
+        return dataclasses.replace(config, **{head: inner})
     hint = typing.get_type_hints(type(config))[head]
     if hint is Spec or typing.get_origin(hint) is dict:
         value = parse_spec(value)
     else:
-        value = _coerce(value, hint, path)
+        value = _coerce(value, hint, _prefix + path)
     return dataclasses.replace(config, **{head: value})
 
 

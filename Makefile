@@ -1,0 +1,44 @@
+# Quick start: `make demo` (set up + main job on the default data), `make test` (test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-all study report bench lint format clean
+
+install: $(STAMP)
+
+# Re-runs only when the lock file or pyproject change; otherwise instant.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python scripts/sweep.py experiments/pe_extrapolation.py:demo
+	$(BIN)/python scripts/report.py experiments/pe_extrapolation.py:demo
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+study: install
+	$(BIN)/python scripts/sweep.py experiments/pe_extrapolation.py
+	$(BIN)/python scripts/report.py experiments/pe_extrapolation.py
+
+bench: install
+	$(BIN)/python scripts/bench.py
+
+lint: install
+	$(BIN)/ruff check research scripts experiments tests
+	$(BIN)/ruff format --check research scripts experiments tests
+
+format: install
+	$(BIN)/ruff format research scripts experiments tests
+	$(BIN)/ruff check --fix research scripts experiments tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,56 @@
+"""Command line of one run: `python scripts/train.py experiments/<study>.py[:knobs] --workdir DIR [--field value ...]`.
+
+Every leaf field of `Config` is a typed dotted option (`--train.steps 100`, `--model.positional alibi`,
+`--model.positional rope:base=500`); `--help` lists them with their types, defaults and descriptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+
+from research.config import Config, ConfigError, Spec, leaf_fields, parse_scalar, replace_path
+
+
+def _type_name(hint) -> str:
+    if hint is Spec or typing.get_origin(hint) is dict:
+        return "SPEC"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="SPEC values: a name ('alibi'), name:key=value,... ('rope:base=500'), or a JSON object.",
+    )
+    parser.add_argument("experiment", help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo")
+    parser.add_argument("--workdir", required=True, help="run directory (resumes if it holds a checkpoint)")
+    group = parser.add_argument_group("config overrides (applied after get_config)")
+    defaults = Config()
+    for path, hint, doc in leaf_fields(Config):
+        default = defaults
+        for part in path.split("."):
+            default = getattr(default, part)
+        group.add_argument(
+            f"--{path}",
+            dest=f"override:{path}",
+            metavar=_type_name(hint),
+            default=None,
+            help=f"{doc} (default in Config: {default})",
+        )
+    return parser
+
+
+def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
+    for key, raw in vars(args).items():
+        if not key.startswith("override:") or raw is None:
+            continue
+        path = key.removeprefix("override:")
+        hint = dict((p, h) for p, h, _ in leaf_fields(Config))[path]
+        value = raw if (hint is str or hint is Spec or typing.get_origin(hint) is dict) else parse_scalar(raw)
+        try:
+            config = replace_path(config, path, value)
+        except ConfigError as e:
+            raise ConfigError(f"--{path}: {e}") from None
+    return config

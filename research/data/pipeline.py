@@ -1,0 +1,103 @@
+"""DataConfig -> Dataset: corpus documents tokenized into one int32 stream per split.
+
+A split's stream is `[doc] + encode(d1) + [doc] + encode(d2) + ...`, so every document is preceded by the
+separator and predicting positions 1..N-1 predicts every byte of every document exactly once (plus the
+separators between them). Bits per byte is then exact: sum of target NLL in bits / `TokenSplit.num_bytes`.
+Token streams are cached as .npy under `cache_dir()/tokens/`, keyed by corpus content, tokenizer fingerprint
+and max_eval_bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+
+import numpy as np
+
+from research.config import ConfigError, DataConfig
+from research.data.corpora import (
+    SPLITS,
+    Corpus,
+    CorpusConfig,
+    atomic_write,
+    cache_dir,
+    resolve_corpus,
+    truncate_documents,
+)
+from research.tokenization import Tokenizer, TokenizerConfig, resolve_tokenizer
+
+PIPELINE_VERSION = "tokens-v1"  # bump when the stream layout changes
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSplit:
+    tokens: np.ndarray
+    """int32 [N]: separator-led documents, concatenated."""
+    num_bytes: int
+    """UTF-8 bytes of the split's documents (the bits-per-byte denominator)."""
+    num_documents: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    tokenizer: Tokenizer
+    corpus_name: str
+    splits: dict[str, TokenSplit]
+
+
+def resolve_data(data_config: DataConfig) -> tuple[CorpusConfig, TokenizerConfig]:
+    """Resolve the corpus and tokenizer specs (ConfigError on unknown names or options)."""
+    return resolve_corpus(data_config.corpus), resolve_tokenizer(data_config.tokenizer)
+
+
+def validate_data_config(data_config: DataConfig) -> None:
+    """Check names, options, paths and sizes without reading any corpus; raises ConfigError."""
+    corpus, tokenizer = resolve_data(data_config)
+    corpus.validate()
+    tokenizer.validate()
+    for field in ("seq_len", "batch_size"):
+        if getattr(data_config, field) <= 0:
+            raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(data_config, field)}")
+    if data_config.max_eval_bytes is not None and data_config.max_eval_bytes <= 0:
+        raise ConfigError(f"data.max_eval_bytes: expected None or > 0, got {data_config.max_eval_bytes}")
+
+
+def tokenize_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray:
+    """[doc] + encode(d1) + [doc] + encode(d2) + ... as int32 [N]."""
+    sep = np.asarray([tokenizer.doc_id], dtype=np.int32)
+    parts = [piece for doc in documents for piece in (sep, tokenizer.encode(doc))]
+    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, np.int32)
+
+
+def split_documents(corpus: Corpus, split: str, max_eval_bytes: int | None) -> list[str]:
+    """The documents of a split, with valid/test cut to max_eval_bytes (train is never cut)."""
+    docs = corpus.documents(split)
+    if split != "train" and max_eval_bytes is not None:
+        docs = truncate_documents(docs, max_eval_bytes)
+    return docs
+
+
+def prepare_data(data_config: DataConfig) -> Dataset:
+    """Load the corpus, build the tokenizer on its train split, tokenize every split (cached)."""
+    validate_data_config(data_config)
+    corpus_config, tokenizer_config = resolve_data(data_config)
+    corpus = corpus_config.load()
+    tokenizer = tokenizer_config.build(corpus.documents("train"))
+    corpus_key = corpus.key
+    splits = {}
+    for split in SPLITS:
+        docs = split_documents(corpus, split, data_config.max_eval_bytes)
+        limit = None if split == "train" else data_config.max_eval_bytes
+        key = f"{corpus_key}|{tokenizer.fingerprint}|{split}|{limit}|{PIPELINE_VERSION}"
+        path = cache_dir() / "tokens" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
+        if path.exists():
+            tokens = np.load(path)
+        else:
+            tokens = tokenize_documents(tokenizer, docs)
+            buffer = io.BytesIO()
+            np.save(buffer, tokens)
+            atomic_write(path, buffer.getvalue())
+        num_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
+        splits[split] = TokenSplit(tokens=tokens, num_bytes=num_bytes, num_documents=len(docs))
+    return Dataset(tokenizer=tokenizer, corpus_name=corpus.name, splits=splits)

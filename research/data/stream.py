@@ -1,0 +1,91 @@
+"""Batches from a token stream, in pure numpy (no JAX).
+
+Training: the stream is cut into non-overlapping chunks of seq_len + 1 tokens (chunk i = tokens[i*T : i*T+T+1]);
+each epoch visits every chunk once in the order `np.random.default_rng([seed, epoch]).permutation`, and global
+batch `step` takes order positions step*B .. step*B+B-1 (running into the next epoch as needed). A batch is
+therefore a pure function of (seed, step): a resumed run sees exactly the batches it would have seen.
+Each process takes its contiguous block of rows of the global batch.
+
+Evaluation: non-overlapping windows of `length` predict every target position 1..N-1 exactly once; the last
+window and the last batch are padded with mask 0 so that every batch has one shape (no recompilation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def num_train_chunks(n_tokens: int, seq_len: int) -> int:
+    """Chunks of seq_len + 1 tokens (overlapping by one token) that fit in n_tokens."""
+    return max(0, (n_tokens - 1) // seq_len)
+
+
+def train_batch(
+    tokens: np.ndarray,
+    *,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    step: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), each int32 [batch_size / process_count, seq_len]; targets are inputs shifted by one."""
+    if seq_len <= 0 or batch_size <= 0:
+        raise ValueError(f"expected positive seq_len and batch_size, got {seq_len} and {batch_size}")
+    if batch_size % process_count:
+        raise ValueError(f"batch_size {batch_size} is not divisible by process_count {process_count}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if seed < 0 or step < 0:
+        raise ValueError(f"expected seed >= 0 and step >= 0, got seed={seed}, step={step}")
+    n_chunks = num_train_chunks(len(tokens), seq_len)
+    if n_chunks == 0:
+        raise ValueError(
+            f"the training split has {len(tokens)} tokens; seq_len={seq_len} needs at least {seq_len + 1}"
+        )
+    rows = batch_size // process_count
+    first = step * batch_size + process_index * rows
+    positions = np.arange(first, first + rows, dtype=np.int64)  # positions in the endless epoch order
+    epochs, offsets = np.divmod(positions, n_chunks)
+    chunks = np.empty(rows, dtype=np.int64)
+    for epoch in np.unique(epochs):  # a batch spans at most a few epochs: draw each permutation once
+        here = epochs == epoch
+        chunks[here] = np.random.default_rng([seed, int(epoch)]).permutation(n_chunks)[offsets[here]]
+    index = chunks[:, None] * seq_len + np.arange(seq_len + 1)  # [rows, T+1]
+    window = np.asarray(tokens)[index].astype(np.int32, copy=False)
+    return window[:, :-1], window[:, 1:]
+
+
+def num_eval_windows(n_tokens: int, length: int) -> int:
+    """Windows of `length` targets needed to cover target positions 1..n_tokens-1."""
+    return max(0, -(-(n_tokens - 1) // length))
+
+
+def eval_windows(
+    tokens: np.ndarray, *, length: int, batch_size: int, max_windows: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (inputs int32, targets int32, mask float32), each [batch_size, length].
+
+    Window w has inputs tokens[w*L : w*L+L] and targets tokens[w*L+1 : w*L+L+1]; padded entries have mask 0.
+    With max_windows only the first max_windows windows are used (a prefix of the split).
+    """
+    if length <= 0 or batch_size <= 0:
+        raise ValueError(f"expected positive length and batch_size, got {length} and {batch_size}")
+    tokens = np.asarray(tokens)
+    n = len(tokens)
+    if n < 2:
+        raise ValueError(f"evaluation needs at least 2 tokens, got {n}")
+    windows = num_eval_windows(n, length)
+    if max_windows is not None:
+        windows = min(windows, max_windows)
+    for start in range(0, windows, batch_size):
+        w = np.arange(start, start + batch_size)[:, None]  # [B,1]
+        pos = w * length + np.arange(length)  # [B,L] input positions
+        valid = (pos + 1 < n) & (w < windows)
+        safe = np.where(valid, pos, 0)
+        inputs = np.where(valid, tokens[safe], 0).astype(np.int32)
+        targets = np.where(valid, tokens[np.where(valid, pos + 1, 0)], 0).astype(np.int32)
+        yield inputs, targets, valid.astype(np.float32)

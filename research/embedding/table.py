@@ -1,0 +1,54 @@
+"""Lookup-table token embedding with a tied or untied readout.
+
+Each token id indexes a learned row of a [V, E] table (Bengio et al. 2003; the standard LM input layer). The readout
+either reuses the table (tied: logits = x Wᵀ, Press & Wolf 2017, arXiv 1608.05859) or owns a separate [E, V] matrix.
+`scale="sqrt_d"` multiplies the looked-up vectors by sqrt(E), as Vaswani et al. 2017 do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding
+
+
+@EMBEDDINGS.register("table")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TableConfig(EmbeddingConfig):
+    tied: bool = True
+    """Readout shares the input table (logits = x @ tableᵀ); False gives a separate [E, V] readout."""
+    scale: Literal["none", "sqrt_d"] = "none"
+    """Multiply looked-up vectors by sqrt(E) ('sqrt_d') or not."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialiser of the table (and readout)."""
+
+    def validate(self, *, vocab_size: int, d_model: int) -> None:
+        if self.scale not in ("none", "sqrt_d"):
+            raise ValueError(f"model.embedding.scale: expected 'none' or 'sqrt_d', got {self.scale!r}")
+
+    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs) -> TokenEmbedding:
+        return TableEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
+
+
+class TableEmbedding(TokenEmbedding):
+    def __init__(self, config: TableConfig, *, vocab_size: int, d_model: int, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(config.init_std)
+        self.table = nnx.Param(init(rngs.params(), (vocab_size, d_model), jnp.float32))  # [V,E]
+        self.readout = (
+            None if config.tied else nnx.Param(init(rngs.params(), (d_model, vocab_size), jnp.float32))
+        )  # [E,V]
+        self.multiplier = math.sqrt(d_model) if config.scale == "sqrt_d" else 1.0
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        return jnp.take(self.table[...], tokens, axis=0) * self.multiplier  # [B,T,E]
+
+    def unembed(self, x: jax.Array) -> jax.Array:
+        if self.readout is None:
+            return jnp.einsum("bte,ve->btv", x, self.table[...].astype(x.dtype))
+        return jnp.einsum("bte,ev->btv", x, self.readout[...].astype(x.dtype))

@@ -1,0 +1,56 @@
+"""Causal multi-head attention as named slots: project, (rotate), logits, (+ bias), mask, softmax, mix, output.
+
+The positional hooks are *passed in* by the transformer (this module never decides which scheme runs): `rotate`
+transforms q and k, `bias` returns additive logits [B|1,H,T,S] added after the 1/sqrt(D) scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.model.layers import dense
+
+
+def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
+    """[B,1,T,S] bool: key j visible from query i iff k_pos[j] <= q_pos[i].
+
+    Built from the position arrays' *indices* (sequence order), not their values, so randomized or shifted
+    position ids never change what a token may see.
+    """
+    t, s = q_pos.shape[-1], k_pos.shape[-1]
+    i = jnp.arange(t)[:, None] + (s - t)  # queries are the last t of the s keys (cached decoding)
+    j = jnp.arange(s)[None, :]
+    return (j <= i)[None, None]
+
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, d_model: int, num_heads: int, *, out_std: float, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.qkv = dense(d_model, 3 * d_model, std=0.02, rngs=rngs)
+        self.out = dense(d_model, d_model, std=out_std, rngs=rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,  # [B,T,E]
+        pos: jax.Array,  # [B,T]
+        *,
+        rotate: Callable,
+        bias: Callable,
+    ) -> jax.Array:
+        b, t, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * h, d), 3, axis=2)  # each [B,T,H,D]
+        q, k = rotate(q, k, pos, pos)
+        logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(d)  # [B,H,T,S]
+        extra = bias(pos, pos, q=q, k=k)
+        if extra is not None:
+            logits = logits + extra
+        logits = jnp.where(causal_mask(pos, pos), logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        y = jnp.einsum("bhts,bshd->bthd", weights, v).reshape(b, t, h * d)
+        return self.out(y)

@@ -1,0 +1,109 @@
+"""Decoder-only pre-norm transformer (GPT-2 layout with RMSNorm), the one place positional hooks are called.
+
+tokens[B,T] ─► embedding.embed ─► positional.embed ─► L × [x + attn(norm x; rotate, bias), x + mlp(norm x)]
+           ─► norm ─► embedding.unembed ─► logits[B,T,V]
+Positions pos[B,T] are data, given by the caller (the position sampler), and passed to every hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.config import ConfigError, ModelConfig, resolve_spec
+from research.embedding import EMBEDDINGS
+from research.model.attention import CausalSelfAttention
+from research.model.layers import MLP, RMSNorm
+from research.positional import POSITIONAL, POSITIONS, Dims
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """ModelConfig with every spec resolved to its registered config object."""
+
+    config: ModelConfig
+    dims: Dims
+    positional: object
+    positions: object
+    embedding: object
+
+
+def resolve_model(config: ModelConfig, *, max_len: int, vocab_size: int | None = None) -> ResolvedModel:
+    """Resolve and validate the model config; raises ConfigError before any compilation."""
+    if config.d_model <= 0 or config.num_heads <= 0 or config.num_layers <= 0:
+        raise ConfigError("model: d_model, num_heads and num_layers must be positive")
+    if config.d_model % config.num_heads:
+        raise ConfigError(
+            f"model.d_model: expected a multiple of model.num_heads={config.num_heads}, got {config.d_model}"
+        )
+    dims = Dims(
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        head_dim=config.d_model // config.num_heads,
+        num_layers=config.num_layers,
+        max_len=max_len,
+    )
+    positional = resolve_spec(POSITIONAL, config.positional, field="model.positional")
+    positions = resolve_spec(POSITIONS, config.positions, field="model.positions")
+    embedding = resolve_spec(EMBEDDINGS, config.embedding, field="model.embedding")
+    try:
+        positional.validate(dims)
+        if vocab_size is not None:
+            embedding.validate(vocab_size=vocab_size, d_model=config.d_model)
+    except ValueError as e:
+        raise ConfigError(str(e) if str(e).startswith("model.") else f"model.positional: {e}") from None
+    return ResolvedModel(config, dims, positional, positions, embedding)
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        out_std = 0.02 / math.sqrt(2 * config.num_layers)  # GPT-2: residual projections scaled by depth
+        self.attn_norm = RMSNorm(config.d_model)
+        self.attn = CausalSelfAttention(config.d_model, config.num_heads, out_std=out_std, rngs=rngs)
+        self.mlp_norm = RMSNorm(config.d_model)
+        self.mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, out_std=out_std, rngs=rngs)
+
+
+class Transformer(nnx.Module):
+    def __init__(self, resolved: ResolvedModel, *, vocab_size: int, rngs: nnx.Rngs):
+        config = resolved.config
+        self.embedding = resolved.embedding.build(vocab_size=vocab_size, d_model=config.d_model, rngs=rngs)
+        self.positional = resolved.positional.build(resolved.dims, rngs=rngs)
+        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.final_norm = RMSNorm(config.d_model)
+
+    def __call__(self, tokens: jax.Array, pos: jax.Array, *, dtype=jnp.float32) -> jax.Array:
+        pe = self.positional
+        x = self.embedding.embed(tokens).astype(dtype)  # [B,T,E]
+        x = pe.embed(x, pos)
+        for layer, block in enumerate(self.blocks):
+            x = x + block.attn(
+                block.attn_norm(x),
+                pos,
+                rotate=functools.partial(pe.rotate, layer=layer),
+                bias=functools.partial(pe.bias, layer=layer),
+            )
+            x = x + block.mlp(block.mlp_norm(x))
+        return self.embedding.unembed(self.final_norm(x)).astype(jnp.float32)  # [B,T,V]
+
+
+def parameter_counts(model: Transformer) -> dict[str, int]:
+    """Parameters split into embedding (table + readout), positional and the rest (nanoGPT reports the latter)."""
+
+    def count(module) -> int:
+        return sum(int(x.size) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+    total = count(model)
+    embedding = count(model.embedding)
+    positional = count(model.positional)
+    return {
+        "total": total,
+        "embedding": embedding,
+        "positional": positional,
+        "rest": total - embedding - positional,
+    }

@@ -1,0 +1,76 @@
+"""ALiBi, attention with linear biases (Press et al. 2022, "Train Short, Test Long: Attention with Linear Biases
+Enables Input Length Extrapolation", arXiv 2108.12409, §3).
+
+Equation: a fixed, head-specific penalty proportional to the query-key distance is added to the logits,
+    logits_h(i, j) = q_i · k_j / sqrt(D) - m_h |i - j|
+with geometric slopes m_h: for H a power of two, m_h = 2^(-8 (h + 1) / H), h = 0 .. H-1; otherwise the slopes of
+the nearest lower power of two c, followed by every other slope of 2c, up to H in total.
+
+Hooks: `bias` only (`relative = True`).
+
+Conventions / deviations:
+- The bias is computed as -m_h |q_pos - k_pos| from the actual positions, not as the official causal shortcut
+  +m_h * j along keys (equal under a causal mask, by softmax shift-invariance, but wrong for encoders, for packed or
+  shifted positions and for keys after the query). The causal mask itself is the attention's job.
+- Slopes keep the official order, which is not monotonic for non-powers of two; never sort them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding
+
+
+def _power_of_two_slopes(n: int) -> list[float]:
+    # start = 2^(-8/n), each next slope multiplies by start again.
+    return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+
+def alibi_slopes(num_heads: int) -> jax.Array:
+    """Per-head slopes m_h in the official order (non-powers of two included) -> float32 [H]."""
+    if num_heads < 1:
+        raise ValueError(f"alibi_slopes: expected num_heads >= 1, got {num_heads}")
+    lower = 2 ** math.floor(math.log2(num_heads))  # largest power of two <= H
+    slopes = _power_of_two_slopes(lower)
+    if (
+        lower < num_heads
+    ):  # fill the rest with the odd-indexed slopes of the next power of two, interleaving scales
+        slopes += _power_of_two_slopes(2 * lower)[0::2][: num_heads - lower]
+    return jnp.asarray(slopes, jnp.float32)  # [H]
+
+
+def alibi_bias(q_pos: jax.Array, k_pos: jax.Array, slopes: jax.Array) -> jax.Array:
+    """-m_h |i - j| for q_pos [B,T], k_pos [B,S], slopes [H] -> float32 [B,H,T,S]."""
+    dist = jnp.abs(q_pos[:, :, None] - k_pos[:, None, :]).astype(jnp.float32)  # [B,T,S]
+    return -slopes[None, :, None, None] * dist[:, None, :, :]  # [B,H,T,S]
+
+
+@POSITIONAL.register("alibi")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ALiBiConfig(PositionalConfig):
+    """Fixed linear distance penalties per head; no parameters and no options (the slopes follow from H)."""
+
+    def validate(self, dims: Dims) -> None:
+        if dims.num_heads < 1:
+            raise ValueError(f"alibi: expected num_heads >= 1, got {dims.num_heads}")
+
+    def build(self, dims: Dims, *, rngs: nnx.Rngs) -> PositionalEncoding:
+        self.validate(dims)
+        return ALiBi(num_heads=dims.num_heads)
+
+
+class ALiBi(PositionalEncoding):
+    """Adds `alibi_bias` to every layer's logits. Slopes are recomputed per call (a constant under jit) so that no
+    plain array becomes module state."""
+
+    def __init__(self, *, num_heads: int):
+        self.num_heads = num_heads
+
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+        return alibi_bias(q_pos, k_pos, alibi_slopes(self.num_heads))  # [B,H,T,S]

@@ -1,0 +1,114 @@
+"""Run every run of an experiment's sweep as local processes, skipping finished ones.
+
+A run is finished when its workdir holds `summary.json` (written last, atomically); anything else is (re)started,
+and `train_and_evaluate` resumes it from its last checkpoint. A failed run does not stop the others: it is listed
+at the end with the tail of its log, and the sweep exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from research.experiment import expand_sweep, format_knobs, join_arg, load_experiment, split_target, study_name
+from research.metrics import read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    name: str
+    arg: str
+    workdir: Path
+    process: subprocess.Popen | None = None
+    returncode: int | None = None
+    started: float = 0.0
+    log_file: object = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return (self.workdir / "summary.json").exists()
+
+    def status(self) -> str:
+        records = read_jsonl(self.workdir / "metrics.jsonl")
+        if not records:
+            return "starting"
+        last = records[-1]
+        loss = last.get("train/loss")
+        return f"step {last['step']}" + (f" loss {loss:.3f}" if isinstance(loss, float) else "")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join((self.workdir / "log.txt").read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
+    path, arg = split_target(target)
+    module = load_experiment(path)
+    study = study_name(path, arg)
+    runs = [
+        Run(format_knobs(k), f"{path}:{join_arg(arg, k)}", Path(root) / study / format_knobs(k))
+        for k in expand_sweep(module, arg)
+    ]
+    return study, runs
+
+
+def _launch(run: Run, extra_args: list[str]) -> None:
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    run.log_file = open(run.workdir / "log.txt", "a")  # noqa: SIM115  (closed when the run ends)
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), run.arg, "--workdir", str(run.workdir), *extra_args]
+    run.log_file.write(f"$ {' '.join(cmd)}\n")
+    run.log_file.flush()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    run.process = subprocess.Popen(cmd, stdout=run.log_file, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+    run.started = time.time()
+
+
+def run_sweep(target: str, *, jobs: int = 1, root: str | Path = "runs", extra_args=(), out=print) -> int:
+    """Returns the number of failed runs."""
+    study, runs = plan(target, root)
+    todo = deque(r for r in runs if not r.finished)
+    skipped = len(runs) - len(todo)
+    out(f"{study}: {len(runs)} runs, {skipped} already finished, {len(todo)} to run, {jobs} at a time")
+    running: list[Run] = []
+    failed: list[Run] = []
+    done = skipped
+    last_status = 0.0
+    start = time.time()
+    while todo or running:
+        while todo and len(running) < jobs:
+            run = todo.popleft()
+            _launch(run, list(extra_args))
+            running.append(run)
+            out(f"[{done}/{len(runs)}] start {run.name}")
+        time.sleep(0.5)
+        for run in list(running):
+            code = run.process.poll()
+            if code is None:
+                continue
+            running.remove(run)
+            run.log_file.close()
+            run.returncode = code
+            done += 1
+            took = time.time() - run.started
+            if code == 0 and run.finished:
+                out(f"[{done}/{len(runs)}] done  {run.name} ({took:.0f} s)")
+            else:
+                failed.append(run)
+                out(f"[{done}/{len(runs)}] FAIL  {run.name} (exit {code}, {took:.0f} s)")
+        if running and time.time() - last_status > 15:
+            last_status = time.time()
+            out(f"[{done}/{len(runs)}] running: " + "; ".join(f"{r.name}: {r.status()}" for r in running))
+    out(f"{study}: {len(runs) - len(failed)}/{len(runs)} runs finished in {time.time() - start:.0f} s")
+    for run in failed:
+        out(f"\nFAILED {run.name} (exit {run.returncode}); last lines of {run.workdir / 'log.txt'}:")
+        out(run.log_tail())
+    return len(failed)

@@ -1,0 +1,264 @@
+"""One run: `train_and_evaluate(config, workdir)`.
+
+Validates the whole config before any JAX work, prepares data, builds the model, then trains with a functional,
+jitted, donated step (AdamW, warmup + cosine decay, global-norm clipping) over a `data` mesh, with periodic
+validation and Orbax checkpoints. Re-running on the same workdir resumes from the last checkpoint and, batches being a
+pure function of (seed, step), ends with the same metrics as an uninterrupted run. `summary.json` is written last and
+atomically: its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from research.checkpoint import Checkpointer
+from research.config import Config, ConfigError, from_dict, to_dict
+from research.data.pipeline import prepare_data, validate_data_config
+from research.data.stream import train_batch
+from research.evaluate import covers_split, evaluate_split, make_eval_step
+from research.metrics import MetricsWriter, atomic_write_json, atomic_write_text
+from research.model.transformer import Transformer, parameter_counts, resolve_model
+from research.parallel import check_batch, make_mesh, replicate, shard_batch
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the last good checkpoint is kept."""
+
+
+def validate(config: Config, *, vocab_size: int | None = None):
+    """Every check that needs no data and no compilation; raises ConfigError naming the field."""
+    validate_data_config(config.data)
+    for field in ("seq_len", "batch_size"):
+        if getattr(config.data, field) <= 0:
+            raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(config.data, field)}")
+    t = config.train
+    if t.steps <= 0:
+        raise ConfigError(f"train.steps: expected a positive integer, got {t.steps}")
+    if not t.learning_rate > 0:
+        raise ConfigError(f"train.learning_rate: expected > 0, got {t.learning_rate}")
+    if not 0 <= t.warmup_steps <= t.steps:
+        raise ConfigError(f"train.warmup_steps: expected 0..train.steps={t.steps}, got {t.warmup_steps}")
+    if not config.eval.length_multipliers or min(config.eval.length_multipliers) <= 0:
+        raise ConfigError("eval.length_multipliers: expected positive integers, e.g. [1, 2, 4, 8]")
+    return resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
+
+
+def make_optimizer(t) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        decay_steps=max(t.steps, t.warmup_steps + 1),  # optax needs a non-empty decay phase
+        end_value=t.learning_rate * t.min_lr_ratio,
+    )
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # no decay on gains
+    return optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask),
+    )
+
+
+def make_train_step(graphdef, tx, positions, seed: int):
+    """Pure (params, opt_state, inputs[B,T], targets[B,T], step) -> (params, opt_state, loss); donated state."""
+    base_key = jax.random.key(seed)
+
+    def loss_fn(params, inputs, targets, pos):
+        logits = nnx.merge(graphdef, params)(inputs, pos)  # [B,T,V]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    def train_step(params, opt_state, inputs, targets, step):
+        key = jax.random.fold_in(base_key, step)
+        pos = positions.sample(inputs.shape[0], inputs.shape[1], key=key, train=True)
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, pos)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def run_info() -> dict:
+    import flax
+    import orbax.checkpoint
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    device = jax.devices()[0]
+    return {
+        "git_sha": sha or "unknown",
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax": orbax.checkpoint.__version__,
+            "numpy": np.__version__,
+        },
+        "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
+        "machine": {"cpu": _cpu_name(), "cores": _cores()},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _prepare_workdir(config: Config, workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.json"
+    if config_path.exists():
+        previous = from_dict(Config, json.loads(config_path.read_text()))
+        if previous != config:
+            raise ConfigError(
+                f"{workdir} holds a run with a different config ({config_path}); use another --workdir "
+                "or delete it"
+            )
+    atomic_write_json(config_path, to_dict(config))
+    with open(workdir / "command.txt", "a") as f:
+        f.write(" ".join([sys.executable, *sys.argv]) + "\n")
+
+
+def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dict:
+    """Train, evaluate and write the run directory; returns the summary dict."""
+    start_time = time.time()
+    workdir = Path(workdir)
+    resolved = validate(config)
+    _prepare_workdir(config, workdir)
+    mesh = make_mesh()
+    check_batch(config.data.batch_size, mesh)
+    check_batch(config.eval.batch_size, mesh, field="eval.batch_size")
+
+    data = prepare_data(config.data)
+    vocab_size = data.tokenizer.vocab_size
+    resolved = validate(config, vocab_size=vocab_size)
+    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
+    counts = parameter_counts(model)
+    graphdef, params = nnx.split(model)
+    del model
+    tx = make_optimizer(config.train)
+    params = replicate(params, mesh)
+    opt_state = replicate(tx.init(params), mesh)
+
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+    start_step = ckpt.latest_step() or 0
+    if start_step:
+        params, opt_state = ckpt.restore(start_step, (params, opt_state))
+        log(f"resumed from checkpoint at step {start_step}")
+    metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
+
+    train_step = make_train_step(graphdef, tx, resolved.positions, config.seed)
+    eval_step = make_eval_step(graphdef, resolved.positions)
+    train_tokens = data.splits["train"].tokens
+    c, t = config.data, config.train
+
+    def validation() -> dict:
+        out = evaluate_split(
+            eval_step,
+            params,
+            data.splits["valid"],
+            length=c.seq_len,
+            batch_size=config.eval.batch_size,
+            mesh=mesh,
+            max_windows=config.eval.valid_max_windows or None,
+        )
+        return {f"valid/{k}": v for k, v in out.items() if k != "tokens"}
+
+    log(
+        f"{counts['total']:,} parameters ({counts['embedding']:,} embedding, {counts['positional']:,} "
+        f"positional, {counts['rest']:,} rest); vocab {vocab_size}; {len(train_tokens):,} train tokens; "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+    )
+    loss_sum, loss_n, window_start = jnp.zeros(()), 0, time.time()
+    step = start_step
+    try:
+        for step in range(start_step + 1, t.steps + 1):
+            inputs, targets = train_batch(
+                train_tokens, seq_len=c.seq_len, batch_size=c.batch_size, seed=config.seed, step=step - 1
+            )
+            params, opt_state, loss = train_step(
+                params, opt_state, *shard_batch((inputs, targets), mesh), jnp.int32(step - 1)
+            )
+            loss_sum, loss_n = loss_sum + loss, loss_n + 1
+            last = step == t.steps
+            if step % t.log_every == 0 or last:
+                mean_loss = float(loss_sum) / loss_n
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(
+                        f"non-finite training loss ({mean_loss}) in steps {step - loss_n + 1}..{step}; "
+                        f"the last good checkpoint (step {ckpt.latest_step()}) is kept in {workdir}"
+                    )
+                elapsed = time.time() - window_start
+                record = {
+                    "train/loss": mean_loss,
+                    "train/tokens_per_s": loss_n * c.batch_size * c.seq_len / max(elapsed, 1e-9),
+                }
+                if t.eval_every and (step % t.eval_every == 0 or last):
+                    record.update(validation())
+                metrics.write(step, record)
+                log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
+                loss_sum, loss_n, window_start = jnp.zeros(()), 0, time.time()
+            if step % t.checkpoint_every == 0 or last:
+                ckpt.save(step, (params, opt_state))
+        ckpt.wait()
+    finally:
+        metrics.close()
+        ckpt.close()
+
+    final = {}
+    for mult in config.eval.length_multipliers:
+        length = mult * c.seq_len
+        out = evaluate_split(
+            eval_step, params, data.splits["test"], length=length, batch_size=config.eval.batch_size, mesh=mesh
+        )
+        final.update({f"test/len_{length}/{k}": v for k, v in out.items()})
+        log(f"test length {length}: loss {out['loss']:.4f} bpb {out['bpb']:.4f} ppl {out['ppl']:.3f}")
+    assert covers_split(data.splits["test"], length=c.seq_len, max_windows=None)
+    final.update(validation())
+
+    summary = {
+        "metrics": final,
+        "params": counts,
+        "steps": t.steps,
+        "tokens": {name: int(len(s.tokens)) for name, s in data.splits.items()},
+        "bytes": {name: int(s.num_bytes) for name, s in data.splits.items()},
+        "vocab_size": vocab_size,
+        "wall_time_s": time.time() - start_time,
+        "resumed_from_step": start_step,
+        "config": to_dict(config),
+        **run_info(),
+    }
+    atomic_write_json(workdir / "summary.json", summary)
+    return summary
+
+
+def load_summary(workdir) -> dict | None:
+    path = Path(workdir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+

@@ -1,0 +1,76 @@
+"""Benchmark the training step of every positional scheme at the reference config.
+
+Prints a table (or, with --json, one JSON object per row) and writes results/bench/{table.md,bench.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from research.bench import REFERENCE, run_benchmarks
+from research.metrics import atomic_write_json, atomic_write_text
+from research.train import run_info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--schemes", nargs="*", help="positional schemes (default: all registered)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per scheme after warm-up (median)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", default="results/bench", help="folder for table.md and bench.json ('' = none)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per measured row")
+    for key, value in REFERENCE.items():
+        parser.add_argument(f"--{key}", type=int, default=value)
+    args = parser.parse_args(argv)
+    ref = {k: getattr(args, k) for k in REFERENCE}
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    result = run_benchmarks(args.schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
+    result.update(run_info())
+    if args.json:
+        for row in result["rows"]:
+            print(json.dumps({k: row[k] for k in ("name", "tokens_per_s", "step_ms", "mfu", "compile_s",
+                                                   "ratio_to_nope")}))
+    table = render(result, " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])]))
+    if not args.json:
+        print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "bench.json", result)
+        atomic_write_text(out / "table.md", table)
+    return 0
+
+
+def render(result: dict, command: str) -> str:
+    ref = result["reference"]
+    m = result["machine"]
+    lines = [
+        "# Training-step benchmark",
+        "",
+        f"`{command}` on {datetime.date.today().isoformat()}; {m['cpu']}, {m['cores']} cores, "
+        f"{result['device']['count']} × {result['device']['kind']}; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())),
+        "",
+        f"Reference config: vocab {ref['vocab_size']}, d_model {ref['d_model']}, {ref['num_layers']} layers, "
+        f"{ref['num_heads']} heads, sequence {ref['seq_len']}, batch {ref['batch_size']}, AdamW, float32. "
+        f"Median of {result['steps']} steps after warm-up. MFU = model FLOPs/s ÷ measured fp32 matmul rate "
+        f"({result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s in the same run).",
+        "",
+        "| scheme | step ms (min–max) | tokens/s | MFU | compile s | step time / nope |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        ratio = f"{r['ratio_to_nope']:.3f}" if r["ratio_to_nope"] else "–"
+        lines.append(
+            f"| {r['scheme']} | {r['step_ms']:.1f} ({r['step_ms_spread'][0]:.1f}–{r['step_ms_spread'][1]:.1f}) "
+            f"| {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | {r['compile_s']:.2f} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Run an experiment's sweep: `python scripts/sweep.py experiments/<study>.py[:knobs] [--jobs N]`.
+
+Finished runs (with summary.json) are skipped; unfinished ones resume from their last checkpoint. A failed run is
+reported at the end with the tail of its log and makes the exit status non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from research.config import ConfigError
+from research.sweep import plan, run_sweep
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="experiments/<study>.py[:knobs]")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, as local processes (default 1)")
+    parser.add_argument("--root", default="runs", help="parent of the study's run directories (default runs/)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.dry_run:
+            study, runs = plan(args.experiment, args.root)
+            for run in runs:
+                print(f"{'done' if run.finished else 'todo'}  {run.workdir}")
+            return 0
+        failed = run_sweep(args.experiment, jobs=args.jobs, root=args.root, extra_args=extra,
+                           out=lambda s: print(s, flush=True))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Train and evaluate one run. `python scripts/train.py --help` lists every config override."""
+
+from __future__ import annotations
+
+import sys
+
+from research.cli import apply_overrides, build_parser
+from research.config import ConfigError
+from research.experiment import load_experiment, split_target
+from research.registry import RegistryError
+
+
+def main(argv=None) -> int:
+    args = build_parser(__doc__).parse_args(argv)
+    try:
+        path, arg = split_target(args.experiment)
+        config = apply_overrides(load_experiment(path).get_config(arg), args)
+        from research.train import train_and_evaluate, validate  # JAX imports after argument errors
+
+        validate(config)
+    except (ConfigError, RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train_and_evaluate(config, args.workdir, log=lambda msg: print(msg, flush=True))
+    print(f"done: {args.workdir}/summary.json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Sweeps skip finished runs, survive failing ones, and reports are generated from summaries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import textwrap
+
+from research.experiment import expand_sweep, format_knobs, load_experiment, parse_knobs
+from research.report import write_report
+from research.sweep import plan, run_sweep
+
+EXPERIMENT = textwrap.dedent(
+    '''
+    """Tiny study for tests."""
+    import dataclasses
+    from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+    from research.experiment import parse_knobs
+
+    def get_config(arg=""):
+        k = parse_knobs(arg, positional="nope", seed=0, broken=False)
+        return Config(
+            seed=k.seed,
+            data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000),
+            model=ModelConfig(d_model=16, num_layers=1, num_heads=2,
+                              positional={"name": "no_such_scheme" if k.broken else k.positional}),
+            train=TrainConfig(steps=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=2),
+            eval=EvalConfig(length_multipliers=(1,), batch_size=2),
+        )
+
+    def sweep(add, arg=""):
+        add(positional="nope", seed=0)
+        add(positional="alibi", seed=0)
+        if "withbroken" in arg:
+            add(positional="rope", seed=0, broken=True)
+
+    def metrics():
+        return ["test/len_8/bpb"]
+    '''
+)
+
+
+def write_experiment(tmp_path):
+    path = tmp_path / "tiny_study.py"
+    path.write_text(EXPERIMENT.replace('"withbroken" in arg', '"withbroken" in (arg or "")'))
+    return path
+
+
+def test_knobs_and_run_names(tmp_path):
+    knobs = parse_knobs("demo,positional=alibi,seed=2", demo=False, positional="rope", seed=0)
+    assert (knobs.demo, knobs.positional, knobs.seed) == (True, "alibi", 2)
+    assert format_knobs({"seed": 1, "positional": "alibi"}) == "positional=alibi,seed=1"
+    module = load_experiment(write_experiment(tmp_path))
+    assert [format_knobs(k) for k in expand_sweep(module, "")] == [
+        "positional=nope,seed=0",
+        "positional=alibi,seed=0",
+    ]
+
+
+def test_sweep_runs_skips_and_reports_failures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path)
+    lines = []
+    failed = run_sweep(f"{exp}", jobs=2, root=tmp_path / "runs", out=lines.append)
+    assert failed == 0, "\n".join(lines)
+    study, runs = plan(f"{exp}", tmp_path / "runs")
+    assert all(r.finished for r in runs)
+
+    lines = []
+    assert run_sweep(f"{exp}", jobs=1, root=tmp_path / "runs", out=lines.append) == 0
+    assert "2 already finished, 0 to run" in lines[0]  # nothing redone
+
+    # A failing run does not stop the others; it is listed with its log tail, and the count is non-zero.
+    exp2 = tmp_path / "tiny_study2.py"
+    exp2.write_text(exp.read_text().replace('"withbroken" in (arg or "")', "True"))
+    lines = []
+    failed = run_sweep(f"{exp2}", jobs=1, root=tmp_path / "runs", out=lines.append)
+    text = "\n".join(lines)
+    assert failed == 1 and "FAILED broken=True,positional=rope,seed=0" in text
+    assert "no_such_scheme" in text  # the tail of its log names the problem
+    assert text.count(" done  ") == 2
+    assert not (tmp_path / "runs" / "tiny_study2" / "broken=True,positional=rope,seed=0" / "summary.json").exists()
+
+
+def test_report_from_summaries(tmp_path):
+    exp = write_experiment(tmp_path)
+    root = tmp_path / "runs" / "tiny_study"
+    values = {("nope", 0): 2.0, ("nope", 1): 2.2, ("alibi", 0): 1.5, ("alibi", 1): 1.7}
+    for (pe, seed), bpb in values.items():
+        run = root / format_knobs({"positional": pe, "seed": seed})
+        run.mkdir(parents=True)
+        summary = {
+            "metrics": {"test/len_8/bpb": bpb},
+            "params": {"total": 10, "embedding": 4, "positional": 0, "rest": 6},
+            "wall_time_s": 3.0,
+            "machine": {"cpu": "test cpu", "cores": 2},
+            "device": {"count": 1, "kind": "cpu", "platform": "cpu"},
+            "versions": {"jax": "x"},
+            "git_sha": "abc",
+        }
+        (run / "summary.json").write_text(json.dumps(summary))
+    (root / "unfinished").mkdir()  # no summary.json: ignored
+    dest = write_report(str(exp), root=tmp_path / "runs", out=tmp_path / "results")
+    rows = list(csv.DictReader(open(dest / "summary.csv")))
+    assert len(rows) == 4
+    table = (dest / "table.md").read_text()
+    std = statistics.stdev([2.0, 2.2])
+    assert f"| positional=nope | 2 | 2.1000 ± {std:.4f} |" in table
+    assert "test cpu, 2 cores" in table and "Wall time" in table
+    assert (dest / "figures" / "extrapolation.png").stat().st_size > 1000
