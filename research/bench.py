@@ -51,14 +51,18 @@ def copy_bandwidth(mbytes: int = 256, repeats: int = 10) -> float:
     return 2 * x.nbytes / _median_time(lambda: f(x), repeats)
 
 
-def model_flops_per_token(counts: dict, *, vocab_size: int, d_model: int, num_layers: int, seq_len: int) -> float:
+def model_flops_per_token(
+    counts: dict, *, vocab_size: int, d_model: int, num_layers: int, seq_len: int
+) -> float:
     readout = vocab_size * d_model
     return 6 * (counts["rest"] + counts["positional"] + readout) + 12 * num_layers * seq_len * d_model
 
 
 def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE) -> dict:
     model_config = ModelConfig(
-        d_model=ref["d_model"], num_layers=ref["num_layers"], num_heads=ref["num_heads"],
+        d_model=ref["d_model"],
+        num_layers=ref["num_layers"],
+        num_heads=ref["num_heads"],
         positional={"name": positional},
     )
     resolved = resolve_model(model_config, max_len=ref["seq_len"], vocab_size=ref["vocab_size"])
@@ -91,10 +95,16 @@ def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     tokens = shape[0] * shape[1]
-    flops = model_flops_per_token(
-        counts, vocab_size=ref["vocab_size"], d_model=ref["d_model"], num_layers=ref["num_layers"],
-        seq_len=ref["seq_len"],
-    ) * tokens
+    flops = (
+        model_flops_per_token(
+            counts,
+            vocab_size=ref["vocab_size"],
+            d_model=ref["d_model"],
+            num_layers=ref["num_layers"],
+            seq_len=ref["seq_len"],
+        )
+        * tokens
+    )
     return {
         "name": f"train_step/{positional}",
         "scheme": positional,
@@ -108,7 +118,9 @@ def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict
     }
 
 
-def run_benchmarks(schemes=None, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE, log=print) -> dict:
+def run_benchmarks(
+    schemes=None, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE, log=print
+) -> dict:
     schemes = list(schemes or POSITIONAL.names())
     peak = matmul_peak()
     log(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
@@ -117,8 +129,10 @@ def run_benchmarks(schemes=None, *, steps: int = 10, warmup: int = 2, ref: dict 
         row = bench_scheme(name, steps=steps, warmup=warmup, ref=ref)
         row["mfu"] = row["achieved_flops"] / peak
         rows.append(row)
-        log(f"{name:>12}: {row['step_ms']:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s, "
-            f"MFU {row['mfu']:.1%}, compile {row['compile_s']:.1f} s")
+        log(
+            f"{name:>12}: {row['step_ms']:.1f} ms/step, {row['tokens_per_s']:.0f} tokens/s, "
+            f"MFU {row['mfu']:.1%}, compile {row['compile_s']:.1f} s"
+        )
     base = next((r for r in rows if r["scheme"] == "nope"), None)
     for row in rows:
         row["ratio_to_nope"] = row["step_ms"] / base["step_ms"] if base else None

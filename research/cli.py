@@ -24,7 +24,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="SPEC values: a name ('alibi'), name:key=value,... ('rope:base=500'), or a JSON object.",
     )
-    parser.add_argument("experiment", help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo")
+    parser.add_argument(
+        "experiment", help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo"
+    )
     parser.add_argument("--workdir", required=True, help="run directory (resumes if it holds a checkpoint)")
     group = parser.add_argument_group("config overrides (applied after get_config)")
     defaults = Config()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from research.config import ConfigError
 
@@ -22,7 +23,9 @@ def make_mesh(devices=None) -> Mesh:
 def check_batch(batch_size: int, mesh: Mesh, *, field: str = "data.batch_size") -> None:
     n = mesh.shape["data"]
     if batch_size % n:
-        raise ConfigError(f"{field}: expected a multiple of the {n} devices of the data axis, got {batch_size}")
+        raise ConfigError(
+            f"{field}: expected a multiple of the {n} devices of the data axis, got {batch_size}"
+        )
 
 
 def replicate(tree, mesh: Mesh):

@@ -57,20 +57,37 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
     rows = collect(Path(root) / study)
     if not rows:
         raise FileNotFoundError(f"no finished runs (summary.json) under {Path(root) / study}")
-    metric_names = list(module.metrics()) if hasattr(module, "metrics") else sorted(rows[0]["summary"]["metrics"])
+    metric_names = (
+        list(module.metrics()) if hasattr(module, "metrics") else sorted(rows[0]["summary"]["metrics"])
+    )
     dest = Path(out) / study
     (dest / "figures").mkdir(parents=True, exist_ok=True)
 
     # summary.csv: one row per run.
     knob_names = sorted({k for r in rows for k in r["knobs"]})
-    lines = [["run", *knob_names, *metric_names, "params_total", "params_embedding", "params_positional",
-              "params_rest", "wall_time_s"]]
+    lines = [
+        [
+            "run",
+            *knob_names,
+            *metric_names,
+            "params_total",
+            "params_embedding",
+            "params_positional",
+            "params_rest",
+            "wall_time_s",
+        ]
+    ]
     for r in rows:
         s = r["summary"]
-        lines.append([r["name"], *(r["knobs"].get(k, "") for k in knob_names),
-                      *(s["metrics"].get(m, "") for m in metric_names),
-                      *(s["params"][k] for k in ("total", "embedding", "positional", "rest")),
-                      round(s["wall_time_s"], 1)])
+        lines.append(
+            [
+                r["name"],
+                *(r["knobs"].get(k, "") for k in knob_names),
+                *(s["metrics"].get(m, "") for m in metric_names),
+                *(s["params"][k] for k in ("total", "embedding", "positional", "rest")),
+                round(s["wall_time_s"], 1),
+            ]
+        )
     with open(dest / "summary.csv", "w", newline="") as f:
         csv.writer(f).writerows(lines)
 
@@ -96,15 +113,17 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
         f"JAX device: {device.get('count', '?')} × {device.get('kind', '?')} ({device.get('platform', '?')}).",
         f"- Wall time: {wall / 60:.1f} min summed over runs "
         f"({statistics.fmean(r['summary']['wall_time_s'] for r in rows):.0f} s per run on average).",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(first.get("versions", {}).items())),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(first.get("versions", {}).items())),
         f"- Git SHA of the runs: {', '.join(sorted({r['summary'].get('git_sha', '?')[:10] for r in rows}))}.",
-        f"- Values: mean ± sample std over seeds (n = seeds per row).",
+        "- Values: mean ± sample std over seeds (n = seeds per row).",
         "",
     ]
     table = ["| run | n | " + " | ".join(metric_names) + " |", "|---|---|" + "---|" * len(metric_names)]
     for key, members in groups.items():
-        cells = [_fmt([m["summary"]["metrics"][name] for m in members if name in m["summary"]["metrics"]])
-                 for name in metric_names]
+        cells = [
+            _fmt([m["summary"]["metrics"][name] for m in members if name in m["summary"]["metrics"]])
+            for name in metric_names
+        ]
         table.append(f"| {key} | {len(members)} | " + " | ".join(cells) + " |")
     figures = _figures(groups, metric_names, dest / "figures")
     body = header + table + [""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]

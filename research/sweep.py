@@ -15,7 +15,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.experiment import expand_sweep, format_knobs, join_arg, load_experiment, split_target, study_name
+from research.experiment import (
+    expand_sweep,
+    format_knobs,
+    join_arg,
+    load_experiment,
+    split_target,
+    study_name,
+)
 from research.metrics import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,11 +71,20 @@ def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
 def _launch(run: Run, extra_args: list[str]) -> None:
     run.workdir.mkdir(parents=True, exist_ok=True)
     run.log_file = open(run.workdir / "log.txt", "a")  # noqa: SIM115  (closed when the run ends)
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), run.arg, "--workdir", str(run.workdir), *extra_args]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        run.arg,
+        "--workdir",
+        str(run.workdir),
+        *extra_args,
+    ]
     run.log_file.write(f"$ {' '.join(cmd)}\n")
     run.log_file.flush()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    run.process = subprocess.Popen(cmd, stdout=run.log_file, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+    run.process = subprocess.Popen(
+        cmd, stdout=run.log_file, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()
+    )
     run.started = time.time()
 
 

@@ -28,7 +28,7 @@ from research.config import Config, ConfigError, from_dict, to_dict
 from research.data.pipeline import prepare_data, validate_data_config
 from research.data.stream import train_batch
 from research.evaluate import covers_split, evaluate_split, make_eval_step
-from research.metrics import MetricsWriter, atomic_write_json, atomic_write_text
+from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
 
@@ -235,7 +235,12 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     for mult in config.eval.length_multipliers:
         length = mult * c.seq_len
         out = evaluate_split(
-            eval_step, params, data.splits["test"], length=length, batch_size=config.eval.batch_size, mesh=mesh
+            eval_step,
+            params,
+            data.splits["test"],
+            length=length,
+            batch_size=config.eval.batch_size,
+            mesh=mesh,
         )
         final.update({f"test/len_{length}/{k}": v for k, v in out.items()})
         log(f"test length {length}: loss {out['loss']:.4f} bpb {out['bpb']:.4f} ppl {out['ppl']:.3f}")
@@ -261,4 +266,3 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
 def load_summary(workdir) -> dict | None:
     path = Path(workdir) / "summary.json"
     return json.loads(path.read_text()) if path.exists() else None
-

@@ -21,7 +21,9 @@ def main(argv=None) -> int:
     parser.add_argument("--schemes", nargs="*", help="positional schemes (default: all registered)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per scheme after warm-up (median)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", default="results/bench", help="folder for table.md and bench.json ('' = none)")
+    parser.add_argument(
+        "--out", default="results/bench", help="folder for table.md and bench.json ('' = none)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per measured row")
     for key, value in REFERENCE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
@@ -32,8 +34,14 @@ def main(argv=None) -> int:
     result.update(run_info())
     if args.json:
         for row in result["rows"]:
-            print(json.dumps({k: row[k] for k in ("name", "tokens_per_s", "step_ms", "mfu", "compile_s",
-                                                   "ratio_to_nope")}))
+            print(
+                json.dumps(
+                    {
+                        k: row[k]
+                        for k in ("name", "tokens_per_s", "step_ms", "mfu", "compile_s", "ratio_to_nope")
+                    }
+                )
+            )
     table = render(result, " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])]))
     if not args.json:
         print(table)

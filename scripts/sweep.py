@@ -14,10 +14,14 @@ from research.sweep import plan, run_sweep
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("experiment", help="experiments/<study>.py[:knobs]")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, as local processes (default 1)")
-    parser.add_argument("--root", default="runs", help="parent of the study's run directories (default runs/)")
+    parser.add_argument(
+        "--root", default="runs", help="parent of the study's run directories (default runs/)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished")
     args, extra = parser.parse_known_args(argv)
     try:
@@ -26,8 +30,13 @@ def main(argv=None) -> int:
             for run in runs:
                 print(f"{'done' if run.finished else 'todo'}  {run.workdir}")
             return 0
-        failed = run_sweep(args.experiment, jobs=args.jobs, root=args.root, extra_args=extra,
-                           out=lambda s: print(s, flush=True))
+        failed = run_sweep(
+            args.experiment,
+            jobs=args.jobs,
+            root=args.root,
+            extra_args=extra,
+            out=lambda s: print(s, flush=True),
+        )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -80,7 +80,9 @@ def test_sweep_runs_skips_and_reports_failures(tmp_path, monkeypatch):
     assert failed == 1 and "FAILED broken=True,positional=rope,seed=0" in text
     assert "no_such_scheme" in text  # the tail of its log names the problem
     assert text.count(" done  ") == 2
-    assert not (tmp_path / "runs" / "tiny_study2" / "broken=True,positional=rope,seed=0" / "summary.json").exists()
+    assert not (
+        tmp_path / "runs" / "tiny_study2" / "broken=True,positional=rope,seed=0" / "summary.json"
+    ).exists()
 
 
 def test_report_from_summaries(tmp_path):

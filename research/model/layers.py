@@ -21,9 +21,7 @@ class RMSNorm(nnx.Module):
 
 
 def dense(in_dim: int, out_dim: int, *, std: float, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(
-        in_dim, out_dim, use_bias=False, kernel_init=nnx.initializers.normal(std), rngs=rngs
-    )
+    return nnx.Linear(in_dim, out_dim, use_bias=False, kernel_init=nnx.initializers.normal(std), rngs=rngs)
 
 
 class MLP(nnx.Module):

@@ -9,8 +9,8 @@ Hooks: `embed` only (absolute; `relative = False`).
 Conventions / deviations:
 - Positions past the table (evaluation beyond the training length) are CLAMPED to the last row N - 1, and negative
   positions to row 0. This is the documented, error-free behaviour for longer lengths: every position >= N shares
-  one vector, which is exactly why learned absolute positions fail to extrapolate. A gather out of range would
-  otherwise be silently clamped (or filled) by XLA depending on the backend; doing it explicitly makes it defined.
+  one vector, which is exactly why learned absolute positions fail to extrapolate. Without the explicit clip,
+  `table[pos]` would clamp silently and `jnp.take` would return NaN rows; clipping makes the behaviour a choice.
 - Init: normal, stddev 0.02 (GPT-2 / BERT).
 """
 
