@@ -87,6 +87,9 @@ class EvalConfig:
     """Windows per evaluation batch."""
     valid_max_windows: int = 64
     """Windows of seq_len used by periodic validation (0 = whole split)."""
+    positional: Spec | None = None
+    """Positional encoding for the final test evaluation only (None = the trained one), run with the trained
+    parameters, e.g. `rope:scaling=...` on a model trained with plain `rope`; its parameters must match."""
 
 
 @_frozen

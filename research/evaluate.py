@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from research.data.stream import eval_windows, num_eval_windows
+from research.data.stream import eval_windows
 from research.parallel import shard_batch
 
 
@@ -50,6 +50,3 @@ def evaluate_split(eval_step, params, split, *, length, batch_size, mesh, max_wi
     bpb = loss / math.log(2) * targets_in_split / split.num_bytes
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bpb": bpb, "tokens": count}
 
-
-def covers_split(split, *, length, max_windows) -> bool:
-    return max_windows is None or max_windows >= num_eval_windows(len(split.tokens), length)

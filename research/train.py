@@ -9,6 +9,7 @@ atomically: its presence means the run finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -27,7 +28,7 @@ from research.checkpoint import Checkpointer
 from research.config import Config, ConfigError, from_dict, to_dict
 from research.data.pipeline import prepare_data, validate_data_config
 from research.data.stream import train_batch
-from research.evaluate import covers_split, evaluate_split, make_eval_step
+from research.evaluate import evaluate_split, make_eval_step
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
@@ -52,7 +53,30 @@ def validate(config: Config, *, vocab_size: int | None = None):
         raise ConfigError(f"train.warmup_steps: expected 0..train.steps={t.steps}, got {t.warmup_steps}")
     if not config.eval.length_multipliers or min(config.eval.length_multipliers) <= 0:
         raise ConfigError("eval.length_multipliers: expected positive integers, e.g. [1, 2, 4, 8]")
-    return resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
+    resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
+    if config.eval.positional is not None:
+        eval_model = dataclasses.replace(config.model, positional=config.eval.positional)
+        try:
+            resolve_model(eval_model, max_len=config.data.seq_len, vocab_size=vocab_size)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("model.positional", "eval.positional", 1)) from None
+    return resolved
+
+
+def build_eval_graphdef(config: Config, params, *, vocab_size: int):
+    """Graph of the model with `eval.positional` swapped in, checked to take exactly the trained parameters."""
+    model_config = dataclasses.replace(config.model, positional=config.eval.positional)
+    resolved = resolve_model(model_config, max_len=config.data.seq_len, vocab_size=vocab_size)
+    abstract = nnx.eval_shape(lambda: Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(0)))
+    graphdef, eval_params = nnx.split(abstract)
+    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+    if jax.tree.structure(eval_params) != jax.tree.structure(params) or shapes(eval_params) != shapes(params):
+        raise ConfigError(
+            f"eval.positional={config.eval.positional} needs parameters that differ from the trained "
+            f"model.positional={config.model.positional}; only parameter-free changes (e.g. RoPE scaling) can be "
+            "swapped in at evaluation"
+        )
+    return graphdef
 
 
 def make_optimizer(t) -> optax.GradientTransformation:
@@ -232,6 +256,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         ckpt.close()
 
     final = {}
+    if config.eval.positional is not None:
+        eval_step = make_eval_step(build_eval_graphdef(config, params, vocab_size=vocab_size), resolved.positions)
+        log(f"final evaluation with eval.positional={config.eval.positional}")
     for mult in config.eval.length_multipliers:
         length = mult * c.seq_len
         out = evaluate_split(
@@ -244,8 +271,6 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         )
         final.update({f"test/len_{length}/{k}": v for k, v in out.items()})
         log(f"test length {length}: loss {out['loss']:.4f} bpb {out['bpb']:.4f} ppl {out['ppl']:.3f}")
-    assert covers_split(data.splits["test"], length=c.seq_len, max_windows=None)
-    final.update(validation())
 
     summary = {
         "metrics": final,
