@@ -186,6 +186,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     counts = parameter_counts(model)
     graphdef, params = nnx.split(model)
     del model
+    final_graphdef = graphdef
+    if config.eval.positional is not None:  # checked now, not after training
+        final_graphdef = build_eval_graphdef(config, params, vocab_size=vocab_size)
     tx = make_optimizer(config.train)
     params = replicate(params, mesh)
     opt_state = replicate(tx.init(params), mesh)
@@ -257,7 +260,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
 
     final = {}
     if config.eval.positional is not None:
-        eval_step = make_eval_step(build_eval_graphdef(config, params, vocab_size=vocab_size), resolved.positions)
+        eval_step = make_eval_step(final_graphdef, resolved.positions)
         log(f"final evaluation with eval.positional={config.eval.positional}")
     for mult in config.eval.length_multipliers:
         length = mult * c.seq_len

@@ -56,3 +56,20 @@ def test_workdir_with_another_config_is_refused(tmp_path):
     train_and_evaluate(tiny_config("nope", steps=2), tmp_path, log=lambda m: None)
     with pytest.raises(ConfigError, match="different config"):
         train_and_evaluate(tiny_config("rope", steps=2), tmp_path, log=lambda m: None)
+
+
+def test_eval_positional_swaps_a_parameter_free_change(tmp_path):
+    """eval.positional evaluates the trained parameters under another parameter-free scheme variant."""
+    from research.config import ConfigError, replace_path
+
+    config = tiny_config("rope", steps=2)
+    plain = train_and_evaluate(config, tmp_path / "plain", log=lambda m: None)
+    swapped_config = replace_path(config, "eval.positional", "rope:interleaved=true")
+    swapped = train_and_evaluate(swapped_config, tmp_path / "swapped", log=lambda m: None)
+    key = "test/len_16/loss"
+    assert plain["metrics"][key] != swapped["metrics"][key]  # same weights, other rotation convention
+    with pytest.raises(ConfigError, match="eval.positional"):
+        train_and_evaluate(replace_path(config, "eval.positional", "learned"), tmp_path / "bad", log=print)
+    assert not (tmp_path / "bad" / "checkpoints").exists() or not any(
+        (tmp_path / "bad" / "checkpoints").iterdir()
+    )
