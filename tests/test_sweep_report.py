@@ -25,7 +25,7 @@ EXPERIMENT = textwrap.dedent(
             data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000),
             model=ModelConfig(d_model=16, num_layers=1, num_heads=2,
                               positional={"name": "no_such_scheme" if k.broken else k.positional}),
-            train=TrainConfig(steps=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=2),
+            train=TrainConfig(steps=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=1),
             eval=EvalConfig(length_multipliers=(1,), batch_size=2),
         )
 
@@ -111,3 +111,27 @@ def test_report_from_summaries(tmp_path):
     assert f"| positional=nope | 2 | 2.1000 ± {std:.4f} |" in table
     assert "test cpu, 2 cores" in table and "Wall time" in table
     assert (dest / "figures" / "extrapolation.png").stat().st_size > 1000
+
+
+def test_sweep_resumes_an_interrupted_run(tmp_path, monkeypatch):
+    """A run killed mid-way (checkpoint, no summary) is resumed by the next sweep, not restarted or skipped."""
+    from research.train import train_and_evaluate
+
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path)
+    study, runs = plan(str(exp), tmp_path / "runs")
+    first = runs[0]
+    config = load_experiment(exp).get_config(first.arg.split(":", 1)[1])
+
+    def crash(message):
+        if message.startswith("step 2/"):
+            raise KeyboardInterrupt
+
+    try:
+        train_and_evaluate(config, first.workdir, log=crash)
+    except KeyboardInterrupt:
+        pass
+    assert not first.finished
+    assert run_sweep(str(exp), root=tmp_path / "runs", out=lambda s: None) == 0
+    assert "resumed from checkpoint at step 1" in (first.workdir / "log.txt").read_text()
+    assert all(r.finished for r in runs)
