@@ -49,4 +49,3 @@ def evaluate_split(eval_step, params, split, *, length, batch_size, mesh, max_wi
     targets_in_split = len(split.tokens) - 1
     bpb = loss / math.log(2) * targets_in_split / split.num_bytes
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bpb": bpb, "tokens": count}
-

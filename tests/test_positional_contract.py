@@ -2,6 +2,8 @@
 
 The forward pass below is the transformer's use of the hooks in miniature: embed -> project to q/k -> rotate ->
 logits / sqrt(D) + bias. Grouped-query shapes (K = 2 kv heads for H = 4) check that rotate accepts K != H.
+Every scheme is built from its config defaults (so a default must be a working scheme: `per_layer` defaults to
+[rope, rope, rope, nope]); `relative` is read from the config instance, since a composite scheme computes it.
 """
 
 import functools
@@ -13,7 +15,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from research.config import ModelConfig, resolve_spec
+from research.model.transformer import Transformer, resolve_model
 from research.positional import POSITIONAL, POSITIONS, Dims
+
+# Schemes that live outside the package, named by import path: the suite covers them like registered ones.
+EXTERNAL = ["tests.fixtures.my_pe:CappedALiBiConfig"]
+SCHEMES = POSITIONAL.names() + EXTERNAL
 
 DIMS = Dims(d_model=32, num_heads=4, head_dim=8, num_layers=2, max_len=16)
 B, H, K, D, E = 2, DIMS.num_heads, 2, DIMS.head_dim, DIMS.d_model
@@ -54,7 +62,7 @@ def _inputs(t, s, dtype, seed=0):
     return xk[:, -t:], xk, wq, wk, k_pos[:, -t:], k_pos  # queries are the last t keys (as when decoding)
 
 
-@pytest.mark.parametrize("name", POSITIONAL.names())
+@pytest.mark.parametrize("name", SCHEMES)
 @pytest.mark.parametrize(
     "t, s, dtype",
     [(16, 16, jnp.float32), (64, 64, jnp.float32), (16, 16, jnp.bfloat16), (4, 16, jnp.float32)],
@@ -73,7 +81,7 @@ def test_hook_shapes_and_dtypes(name, t, s, dtype):
     assert bool(jnp.isfinite(logits).all())
 
 
-@pytest.mark.parametrize("name", POSITIONAL.names())
+@pytest.mark.parametrize("name", SCHEMES)
 def test_bf16_rotation_tracks_float32(name):
     forward, state, _ = _forward(name)
     *_, logits32 = forward(state, *_inputs(16, 16, jnp.float32))
@@ -81,7 +89,7 @@ def test_bf16_rotation_tracks_float32(name):
     np.testing.assert_allclose(logits16, logits32, atol=0.15)  # bf16 inputs, float32 angles
 
 
-@pytest.mark.parametrize("name", POSITIONAL.names())
+@pytest.mark.parametrize("name", SCHEMES)
 def test_jit_once_and_shift_behaviour(name):
     forward, state, traces = _forward(name)
     xq, xk, wq, wk, q_pos, k_pos = _inputs(16, 16, jnp.float32)
@@ -90,15 +98,76 @@ def test_jit_once_and_shift_behaviour(name):
     *_, after = forward(state, xq, xk, wq, wk, q_pos + 7, k_pos + 7)
     forward(state, xq * 2, xk * 2, wq, wk, q_pos + 1, k_pos + 1)
     assert len(traces) == traced, "new values of the same shapes must not retrace"
-    if POSITIONAL.get(name).relative:
+    if POSITIONAL.get(name)().relative:
         np.testing.assert_allclose(after, before, atol=1e-5)
     else:
         assert not np.allclose(after, before, atol=1e-3), "absolute scheme ignored its positions"
 
 
+# Options a sampler needs beyond its defaults (interpolated must be told the training length).
+SAMPLER_OPTIONS = {"interpolated": {"train_len": 10}}
+
+
 @pytest.mark.parametrize("name", POSITIONS.names())
 @pytest.mark.parametrize("train", [True, False])
-def test_position_samplers(name, train):
-    pos = POSITIONS.get(name)().sample(3, 10, key=jax.random.key(0), train=train)
-    assert pos.shape == (3, 10) and pos.dtype == jnp.int32
+@pytest.mark.parametrize("length", [10, 20])  # the training length, and 2x it (evaluation beyond it)
+def test_position_samplers(name, train, length):
+    sampler = resolve_spec(
+        POSITIONS, {"name": name, **SAMPLER_OPTIONS.get(name, {})}, field="model.positions"
+    )
+    sampler.validate(10)
+    pos = sampler.sample(3, length, key=jax.random.key(0), train=train)
+    assert pos.shape == (3, length)
+    assert pos.dtype == jnp.int32 or (sampler.fractional and pos.dtype == jnp.float32), pos.dtype
     assert bool((pos >= 0).all())
+    assert bool((jnp.diff(pos, axis=-1) > 0).all()), "positions must increase along the sequence"
+
+
+# ------------------------------------------------------------------------------- no silent no-op
+VOCAB, T = 32, 8
+
+
+def _tiny_model(name: str, base: Transformer | None = None) -> Transformer:
+    """A 2-layer, d=16 model with `name` as its scheme; with `base`, every non-positional parameter is copied from
+    it, so that the positional encoding is the only difference (parameterised schemes draw from the same Rngs and
+    would otherwise shift every later initialiser)."""
+    cfg = ModelConfig(d_model=16, num_layers=2, num_heads=2, positional={"name": name})
+    model = Transformer(resolve_model(cfg, max_len=T, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0))
+    if base is not None:
+        for part in ("embedding", "blocks", "final_norm"):
+            nnx.update(getattr(model, part), nnx.state(getattr(base, part)))
+    return model
+
+
+@functools.cache
+def _nope_reference():
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, T)), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (2, T))
+    base = _tiny_model("nope")
+    return base, tokens, pos, np.asarray(base(tokens, pos))
+
+
+# Schemes whose parameters start at zero by design (name -> reason); the no-op check perturbs their parameters.
+ZERO_INIT: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEMES if n != "nope"])
+def test_no_silent_no_op(name):
+    """With everything else equal, a scheme must change the logits of a NoPE model at initialisation.
+
+    A scheme whose parameters start at zero by design would fail here; it must then initialise them to small
+    nonzero values (as t5_bias does) or be listed with its reason in ZERO_INIT, where the check perturbs them.
+    """
+    base, tokens, pos, reference = _nope_reference()
+    model = _tiny_model(name, base)
+    if name in ZERO_INIT:
+        params = nnx.state(model.positional, nnx.Param)
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(1), max(len(leaves), 1))
+        noisy = [x + 0.1 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+        nnx.update(model.positional, jax.tree.unflatten(treedef, noisy))
+    logits = np.asarray(model(tokens, pos))
+    assert np.isfinite(logits).all()
+    assert np.abs(logits - reference).max() > 1e-6, (
+        f"{name} gives the same logits as nope: its hooks do nothing"
+    )

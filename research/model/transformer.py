@@ -20,6 +20,7 @@ from research.embedding import EMBEDDINGS
 from research.model.attention import CausalSelfAttention
 from research.model.layers import MLP, RMSNorm
 from research.positional import POSITIONAL, POSITIONS, Dims
+from research.positional.positions import check_compatible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,11 @@ def resolve_model(config: ModelConfig, *, max_len: int, vocab_size: int | None =
     positional = resolve_spec(POSITIONAL, config.positional, field="model.positional")
     positions = resolve_spec(POSITIONS, config.positions, field="model.positions")
     embedding = resolve_spec(EMBEDDINGS, config.embedding, field="model.embedding")
+    try:
+        positions.validate(max_len)
+        check_compatible(positional, positions, dims)
+    except ValueError as e:
+        raise ConfigError(f"model.positions: {e}") from None
     try:
         positional.validate(dims)
         if vocab_size is not None:

@@ -2,16 +2,21 @@
 Enables Input Length Extrapolation", arXiv 2108.12409, §3).
 
 Equation: a fixed, head-specific penalty proportional to the query-key distance is added to the logits,
-    logits_h(i, j) = q_i · k_j / sqrt(D) - m_h |i - j|
+    causal (default):     logits_h(i, j) = q_i · k_j / sqrt(D) - m_h (i - j)   for j <= i,  + 0 for j > i
+    bidirectional=True:   logits_h(i, j) = q_i · k_j / sqrt(D) - m_h |i - j|   (symmetric, for encoders)
 with geometric slopes m_h: for H a power of two, m_h = 2^(-8 (h + 1) / H), h = 0 .. H-1; otherwise the slopes of
 the nearest lower power of two c, followed by every other slope of 2c, up to H in total.
 
 Hooks: `bias` only (`relative = True`).
 
 Conventions / deviations:
-- The bias is computed as -m_h |q_pos - k_pos| from the actual positions, not as the official causal shortcut
-  +m_h * j along keys (equal under a causal mask, by softmax shift-invariance, but wrong for encoders, for packed or
-  shifted positions and for keys after the query). The causal mask itself is the attention's job.
+- The bias is computed from the actual positions, -m_h (q_pos - k_pos), not as the official causal shortcut
+  +m_h * j along keys (equal under a causal mask, by softmax shift-invariance, but wrong for packed or shifted
+  positions). The causal mask itself is the attention's job.
+- Causal vs bidirectional: under a causal mask both give identical logits (they differ only for keys after the
+  query, which the mask removes). The causal variant leaves those future entries at 0 (the paper's matrix is
+  lower-triangular); the bidirectional one penalises them symmetrically, -m_h |i - j|, which is what an encoder
+  (no mask) needs. Press et al. define only the causal case; the symmetric form is the common encoder extension.
 - Slopes keep the official order, which is not monotonic for non-powers of two; never sort them.
 """
 
@@ -45,16 +50,25 @@ def alibi_slopes(num_heads: int) -> jax.Array:
     return jnp.asarray(slopes, jnp.float32)  # [H]
 
 
-def alibi_bias(q_pos: jax.Array, k_pos: jax.Array, slopes: jax.Array) -> jax.Array:
-    """-m_h |i - j| for q_pos [B,T], k_pos [B,S], slopes [H] -> float32 [B,H,T,S]."""
-    dist = jnp.abs(q_pos[:, :, None] - k_pos[:, None, :]).astype(jnp.float32)  # [B,T,S]
+def alibi_bias(
+    q_pos: jax.Array, k_pos: jax.Array, slopes: jax.Array, *, bidirectional: bool = False
+) -> jax.Array:
+    """ALiBi for q_pos [B,T], k_pos [B,S], slopes [H] -> float32 [B,H,T,S].
+
+    Causal: -m_h (i - j) for j <= i and 0 for keys after the query; bidirectional: -m_h |i - j|.
+    """
+    rel = (q_pos[:, :, None] - k_pos[:, None, :]).astype(jnp.float32)  # [B,T,S], i - j
+    dist = jnp.abs(rel) if bidirectional else jnp.maximum(rel, 0.0)  # [B,T,S]
     return -slopes[None, :, None, None] * dist[:, None, :, :]  # [B,H,T,S]
 
 
 @POSITIONAL.register("alibi")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ALiBiConfig(PositionalConfig):
-    """Fixed linear distance penalties per head; no parameters and no options (the slopes follow from H)."""
+    """Fixed linear distance penalties per head; no parameters (the slopes follow from H)."""
+
+    bidirectional: bool = False
+    """False: causal ALiBi, -m (i - j) for past keys and 0 for future ones; True: symmetric -m |i - j| (encoders)."""
 
     def validate(self, dims: Dims) -> None:
         if dims.num_heads < 1:
@@ -62,15 +76,16 @@ class ALiBiConfig(PositionalConfig):
 
     def build(self, dims: Dims, *, rngs: nnx.Rngs) -> PositionalEncoding:
         self.validate(dims)
-        return ALiBi(num_heads=dims.num_heads)
+        return ALiBi(num_heads=dims.num_heads, bidirectional=self.bidirectional)
 
 
 class ALiBi(PositionalEncoding):
     """Adds `alibi_bias` to every layer's logits. Slopes are recomputed per call (a constant under jit) so that no
     plain array becomes module state."""
 
-    def __init__(self, *, num_heads: int):
-        self.num_heads = num_heads
+    def __init__(self, *, num_heads: int, bidirectional: bool = False):
+        self.num_heads, self.bidirectional = num_heads, bidirectional
 
     def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
-        return alibi_bias(q_pos, k_pos, alibi_slopes(self.num_heads))  # [B,H,T,S]
+        slopes = alibi_slopes(self.num_heads)  # [H]
+        return alibi_bias(q_pos, k_pos, slopes, bidirectional=self.bidirectional)  # [B,H,T,S]

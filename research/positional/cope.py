@@ -1,0 +1,101 @@
+"""CoPE, contextual position encoding (Golovneva et al. 2024, "Contextual Position Encoding: Learning to Count
+What's Important", arXiv 2405.18719).
+
+Equation: positions are counts of the keys a query's gates select, and a learned table is read at those counts,
+    g_ij = σ(q_i · k_j / sqrt(D)),         p_ij = Σ_{t=j..i} g_it  (fractional, in [0, i - j + 1])
+    e[p] = (p - ⌊p⌋) e[⌈p⌉] + (1 - p + ⌊p⌋) e[⌊p⌋],     e in R^{npos x D}, p clamped to npos - 1
+    logits_h(i, j) = q_i · (k_j + e[p_ij]) / sqrt(D) = q_i · k_j / sqrt(D) + q_i · e[p_ij] / sqrt(D)
+computed as in the paper by interpolating z_i[n] = q_i · e[n] for integer n, not e itself.
+
+Hooks: `bias` only; causal only. `relative = True`: positions enter only through the order comparisons
+k_pos[t] <= q_pos[i] that select the keys between j and i, unchanged by a common shift; what is counted is
+content. Position values are otherwise ignored, so position samplers change nothing but order.
+
+Conventions / deviations (checked against the official code, facebookresearch/RAM projects/cope):
+- Scale: the paper writes σ(q_i · k_j) and q_i · e[p]; its code computes the gates from the scaled logits
+  σ(q·k / sqrt(D)) and adds q·e[p] *before* dividing by sqrt(D) (the default, not `--cope-nodiv`). The bias
+  returned here is therefore q_i · e[p_ij] / sqrt(D), added after the attention's own 1/sqrt(D).
+- The gates use q and k as the hook receives them (after any rotation of a composite scheme); under grouped-query
+  attention head h reads kv head h // (H/K). The reverse cumulative sum runs over visible keys only
+  (k_pos <= q_pos), as the code multiplies the gates by the mask.
+- One table [npos, D] per layer, shared by all heads (the code's `pos_emb` [1, D, npos], `--cope-shared` off);
+  npos defaults to the training length + 1 (the code's block_size + 1: position 0 .. T are possible). Longer
+  contexts clamp p to npos - 1.
+- Init: N(0, 0.02). The official code initialises the table to zeros, which makes CoPE a no-op until the first
+  update (and fails the project's no-silent-no-op contract test); small nonzero values avoid that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding
+
+
+def cope_positions(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
+    """p_ij = Σ_{t >= j, k_pos[t] <= q_pos[i]} σ(q_i · k_t / sqrt(D)) for q [B,T,H,D], k [B,S,K,D] -> [B,H,T,S]."""
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+    k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)  # [B,S,H,D], head h <- kv h // (H/K)
+    gates = jax.nn.sigmoid(jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1]))  # [B,H,T,S]
+    visible = (k_pos[:, None, :] <= q_pos[:, :, None])[:, None]  # [B,1,T,S]
+    return jax.lax.cumsum(jnp.where(visible, gates, 0.0), axis=3, reverse=True)  # [B,H,T,S]
+
+
+def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
+    """z at fractional positions by linear interpolation of the neighbouring integers: z [...,N], p [...,S] -> [...,S].
+
+    Positions must lie in [0, N - 1]; the weight p - ⌊p⌋ carries the gradient to p.
+    """
+    lo = jnp.floor(positions)
+    z_lo = jnp.take_along_axis(z, lo.astype(jnp.int32), axis=-1)
+    z_hi = jnp.take_along_axis(z, jnp.ceil(positions).astype(jnp.int32), axis=-1)
+    w = positions - lo  # [...,S]
+    return z_hi * w + z_lo * (1.0 - w)
+
+
+def cope_bias(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array, table: jax.Array) -> jax.Array:
+    """q_i · e[p_ij] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], table e [npos,D] -> float32 [B,H,T,S]."""
+    positions = jnp.minimum(cope_positions(q, k, q_pos, k_pos), table.shape[0] - 1)  # [B,H,T,S]
+    z = jnp.einsum("bthd,nd->bhtn", q.astype(jnp.float32), table)  # [B,H,T,npos], q_i · e[n]
+    return interpolate_logits(z, positions) / math.sqrt(q.shape[-1])  # [B,H,T,S]
+
+
+@POSITIONAL.register("cope")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CoPEConfig(PositionalConfig):
+    """Content-gated counts of the keys between j and i, read from a learned per-layer table; causal only."""
+
+    npos: int | None = None
+    """Rows of the table (counts 0 .. npos-1; larger counts clamp); None = the training length + 1."""
+    init_stddev: float = 0.02
+    """Standard deviation of the normal init of the table (the official code uses zeros)."""
+
+    def validate(self, dims: Dims) -> None:
+        npos = dims.max_len + 1 if self.npos is None else self.npos
+        if npos < 2:
+            raise ValueError(f"cope.npos: expected >= 2 (None = training length + 1), got {npos}")
+        if self.init_stddev < 0:
+            raise ValueError(f"cope.init_stddev: expected >= 0, got {self.init_stddev}")
+
+    def build(self, dims: Dims, *, rngs: nnx.Rngs) -> PositionalEncoding:
+        self.validate(dims)
+        npos = dims.max_len + 1 if self.npos is None else self.npos
+        return CoPE(npos, dims, init_stddev=self.init_stddev, rngs=rngs)
+
+
+class CoPE(PositionalEncoding):
+    """The tables e [L,npos,D] are an nnx.Param; needs q and k in the `bias` call."""
+
+    def __init__(self, npos: int, dims: Dims, *, init_stddev: float, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(stddev=init_stddev)
+        self.table = nnx.Param(init(rngs.params(), (dims.num_layers, npos, dims.head_dim), jnp.float32))
+
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+        if q is None or k is None:
+            raise ValueError("cope: the bias hook needs q and k (the gates are q·k)")
+        return cope_bias(q, k, q_pos, k_pos, self.table[...][layer])  # [B,H,T,S]

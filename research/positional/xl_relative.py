@@ -1,0 +1,120 @@
+"""Transformer-XL relative positional attention (Dai et al. 2019, "Transformer-XL: Attentive Language Models
+Beyond a Fixed-Length Context", arXiv 1901.02860, §3.3).
+
+Equation: the four terms of the relative score, scaled by 1/sqrt(D) as in the reference code,
+    score_h(i, j) = [ (q_i + u_h) · k_j  +  (q_i + v_h) · W_R,h R_{i-j} ] / sqrt(D)
+    R_δ = [ sin(δ ω) | cos(δ ω) ] in R^{d_R},   ω_k = 10000^(-2k/d_R),  k = 0 .. d_R/2 - 1
+with u, v in R^{H x D} and W_R in R^{d_R x H·D} learned. The attention already adds q_i · k_j / sqrt(D), so this
+hook returns the rest, [u_h · k_j + (q_i + v_h) · W_R,h R_{i-j}] / sqrt(D), and the total equals the paper's score.
+
+Hooks: `bias` only (`relative = True`: positions enter only through i - j; the terms are content-dependent).
+
+Conventions / deviations:
+- R uses the reference code's concatenated [sin | cos] layout (not Vaswani's interleaving) with d_R = d_model by
+  default. W_R is per layer (each layer's `r_net`), u and v are shared by all layers (the reference code's
+  default, untie_r = False). Init N(0, 0.02) for u, v and W_R (init_std = 0.02).
+- Instead of materialising R_{i-j} for every pair (or the reference's fixed-length "relative shift", which needs
+  contiguous positions), (q_i + v) · W_R R_{i-j} is expanded with sin/cos angle addition into an inner product of
+  query-side and key-side features: exact for arbitrary, shifted or fractional positions, O(T S d_R) and no
+  [T,S,d_R] tensor. Positions are re-based on each row's first key position so float32 angles stay small.
+- Segment-level recurrence (the memory of previous segments) is not part of a positional scheme; not implemented.
+- Under grouped-query attention, u_h meets kv head h // (H/K).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding
+
+
+def xl_frequencies(dim: int, base: float = 10000.0) -> jax.Array:
+    """ω_k = base^(-2k/d_R), k = 0 .. d_R/2 - 1 -> float32 [d_R/2]."""
+    return base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+
+
+def xl_relative_bias(
+    q: jax.Array,
+    k: jax.Array,
+    q_pos: jax.Array,
+    k_pos: jax.Array,
+    u: jax.Array,
+    v: jax.Array,
+    w_r: jax.Array,
+    base: float = 10000.0,
+) -> jax.Array:
+    """[u·k_j + (q_i + v)·W_R R_{i-j}] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], u, v [H,D], W_R [d_R,H,D].
+
+    -> float32 [B,H,T,S].
+    """
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+    heads, head_dim = u.shape
+    k = jnp.repeat(k, heads // k.shape[2], axis=2)  # [B,S,H,D]
+    content = jnp.einsum("bshd,hd->bhs", k, u)[:, :, None, :]  # [B,H,1,S], u · k_j
+    a = jnp.einsum("bthd,rhd->bthr", q + v, w_r)  # [B,T,H,d_R], W_R^T (q_i + v)
+    a_sin, a_cos = jnp.split(a, 2, axis=-1)  # coefficients of sin(δω) and cos(δω), [B,T,H,d_R/2]
+    omega = xl_frequencies(w_r.shape[0], base)  # [d_R/2]
+    origin = k_pos[:, :1]  # [B,1], a shared offset: i - j unchanged
+    ang_q = (q_pos - origin).astype(jnp.float32)[..., None] * omega  # [B,T,d_R/2]
+    ang_k = (k_pos - origin).astype(jnp.float32)[..., None] * omega  # [B,S,d_R/2]
+    sin_q, cos_q = jnp.sin(ang_q)[:, :, None], jnp.cos(ang_q)[:, :, None]  # [B,T,1,d_R/2]
+    # a_s sin(x_i - x_j) + a_c cos(x_i - x_j) = cos x_j (a_s sin x_i + a_c cos x_i) + sin x_j (a_c sin x_i - a_s cos x_i)
+    with_cos = a_sin * sin_q + a_cos * cos_q  # [B,T,H,d_R/2]
+    with_sin = a_cos * sin_q - a_sin * cos_q  # [B,T,H,d_R/2]
+    position = jnp.einsum("bthf,bsf->bhts", with_cos, jnp.cos(ang_k)) + jnp.einsum(
+        "bthf,bsf->bhts", with_sin, jnp.sin(ang_k)
+    )  # [B,H,T,S]
+    return (content + position) / math.sqrt(head_dim)
+
+
+@POSITIONAL.register("xl_relative")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class XLRelativeConfig(PositionalConfig):
+    """Transformer-XL's global content bias u, position bias v and projected sinusoidal R_{i-j} per layer."""
+
+    rel_dim: int | None = None
+    """d_R, the width of the sinusoidal R_{i-j} (even); None = d_model, as in the paper."""
+    base: float = 10000.0
+    """Wavelength base of R, ω_k = base^(-2k/d_R)."""
+    init_stddev: float = 0.02
+    """Standard deviation of the normal init of u, v and W_R."""
+
+    def validate(self, dims: Dims) -> None:
+        rel_dim = dims.d_model if self.rel_dim is None else self.rel_dim
+        if rel_dim < 2 or rel_dim % 2:
+            raise ValueError(
+                f"xl_relative.rel_dim: expected an even width >= 2 (None = d_model), got {rel_dim}"
+            )
+        if self.base <= 1.0:
+            raise ValueError(f"xl_relative.base: expected > 1, got {self.base}")
+        if self.init_stddev < 0:
+            raise ValueError(f"xl_relative.init_stddev: expected >= 0, got {self.init_stddev}")
+
+    def build(self, dims: Dims, *, rngs: nnx.Rngs) -> PositionalEncoding:
+        self.validate(dims)
+        rel_dim = dims.d_model if self.rel_dim is None else self.rel_dim
+        return XLRelative(self, rel_dim, dims, rngs=rngs)
+
+
+class XLRelative(PositionalEncoding):
+    """u, v [H,D] shared by layers, W_R [L,d_R,H,D] per layer, all nnx.Param; needs q and k in `bias`."""
+
+    def __init__(self, config: XLRelativeConfig, rel_dim: int, dims: Dims, *, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(stddev=config.init_stddev)
+        h, d = dims.num_heads, dims.head_dim
+        self.base = config.base
+        self.u = nnx.Param(init(rngs.params(), (h, d), jnp.float32))  # [H,D]
+        self.v = nnx.Param(init(rngs.params(), (h, d), jnp.float32))  # [H,D]
+        shape = (dims.num_layers, rel_dim, h, d)
+        self.w_r = nnx.Param(init(rngs.params(), shape, jnp.float32))  # [L,d_R,H,D]
+
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+        if q is None or k is None:
+            raise ValueError("xl_relative: the bias hook needs q and k")
+        w_r = self.w_r[...][layer]  # [d_R,H,D]
+        return xl_relative_bias(q, k, q_pos, k_pos, self.u[...], self.v[...], w_r, self.base)  # [B,H,T,S]

@@ -1,0 +1,203 @@
+"""Position samplers (research/positional/positions.py): values, keys, evaluation behaviour, and every sampler
+composed with every registered scheme in a tiny model."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from research.config import ConfigError, ModelConfig, resolve_spec
+from research.model.transformer import Transformer, resolve_model
+from research.positional import POSITIONAL, POSITIONS, Dims
+from research.positional.positions import check_compatible
+
+TRAIN_LEN = 8
+OPTIONS = {
+    "interpolated": {"train_len": TRAIN_LEN},
+    "randomized": {"max_len": 64},
+    "shifted": {"max_offset": 16},
+}
+
+
+def sampler(name: str, **options):
+    spec = {"name": name, **OPTIONS.get(name, {}), **options}
+    s = resolve_spec(POSITIONS, spec, field="model.positions")
+    s.validate(TRAIN_LEN)
+    return s
+
+
+def arange(b, t):
+    return np.broadcast_to(np.arange(t), (b, t))
+
+
+# ----------------------------------------------------------------------------------------- every sampler
+
+
+@pytest.mark.parametrize("name", POSITIONS.names())
+def test_evaluation_is_contiguous_by_default(name):
+    """Unless asked otherwise, evaluation up to the training length sees 0..T-1 whatever the key."""
+    for key in (jax.random.key(0), jax.random.key(1)):
+        pos = sampler(name).sample(2, TRAIN_LEN, key=key, train=False)
+        assert pos.dtype == jnp.int32
+        np.testing.assert_array_equal(pos, arange(2, TRAIN_LEN))
+
+
+@pytest.mark.parametrize("name", POSITIONS.names())
+def test_sampling_under_jit_with_a_folded_key(name):
+    """As the train step does: sample inside jit, key = fold_in(key(seed), step); same step -> same positions."""
+    s = sampler(name)
+    step_fn = jax.jit(
+        lambda step: s.sample(4, TRAIN_LEN, key=jax.random.fold_in(jax.random.key(0), step), train=True)
+    )
+    a, again = step_fn(3), step_fn(3)
+    np.testing.assert_array_equal(a, again)
+    assert a.shape == (4, TRAIN_LEN)
+
+
+# ------------------------------------------------------------------------------------------- randomized
+
+
+def test_randomized_is_a_sorted_subset_of_the_range():
+    s = sampler("randomized", max_len=50)
+    pos = np.asarray(s.sample(16, 20, key=jax.random.key(3), train=True))
+    assert pos.shape == (16, 20) and pos.dtype == np.int32
+    assert (np.diff(pos, axis=-1) > 0).all()  # sorted and unique
+    assert pos.min() >= 0 and pos.max() < 50
+    assert len({tuple(row) for row in pos}) == 16  # one draw per sequence
+    assert pos.max() > 20  # really uses the wider range
+
+
+def test_randomized_keys():
+    s = sampler("randomized")
+    a = s.sample(2, TRAIN_LEN, key=jax.random.key(0), train=True)
+    np.testing.assert_array_equal(a, s.sample(2, TRAIN_LEN, key=jax.random.key(0), train=True))
+    assert not np.array_equal(a, s.sample(2, TRAIN_LEN, key=jax.random.key(1), train=True))
+    with pytest.raises(ValueError, match="PRNG key"):
+        s.sample(2, TRAIN_LEN, key=None, train=True)
+
+
+def test_randomized_covers_the_range_uniformly():
+    pos = np.asarray(sampler("randomized", max_len=10).sample(500, 5, key=jax.random.key(0), train=True))
+    counts = np.bincount(pos.ravel(), minlength=10) / pos.size
+    np.testing.assert_allclose(counts, 0.1, atol=0.03)  # each value is in a subset with probability 5/10
+
+
+def test_randomized_at_evaluation_on_request():
+    s = sampler("randomized", eval_mode="randomized")
+    pos = np.asarray(s.sample(2, 4 * TRAIN_LEN, key=jax.random.key(0), train=False))
+    assert (np.diff(pos, axis=-1) > 0).all() and pos.max() < 64
+    assert not np.array_equal(pos, arange(2, 4 * TRAIN_LEN))
+
+
+def test_randomized_errors():
+    with pytest.raises(ValueError, match="max_len >= the training length 8"):
+        POSITIONS.get("randomized")(max_len=4).validate(TRAIN_LEN)
+    s = sampler("randomized", max_len=10, eval_mode="randomized")
+    with pytest.raises(ValueError, match="cannot draw 12 distinct positions"):  # raised while tracing
+        jax.jit(lambda key: s.sample(1, 12, key=key, train=False))(jax.random.key(0))
+    # Contiguous evaluation has no such limit.
+    assert sampler("randomized", max_len=10).sample(1, 12, key=None, train=False).shape == (1, 12)
+    with pytest.raises(ConfigError, match="eval_mode"):
+        resolve_spec(POSITIONS, {"name": "randomized", "eval_mode": "random"}, field="model.positions")
+
+
+# ---------------------------------------------------------------------------------------------- shifted
+
+
+def test_shifted_offsets_within_range():
+    s = sampler("shifted", max_offset=5)
+    pos = np.asarray(s.sample(500, 6, key=jax.random.key(0), train=True))
+    offsets = pos[:, 0]
+    np.testing.assert_array_equal(pos, offsets[:, None] + np.arange(6))  # each row is a shifted arange
+    assert offsets.min() == 0 and offsets.max() == 5  # both ends reachable (inclusive range)
+    assert not np.array_equal(pos, s.sample(500, 6, key=jax.random.key(1), train=True))
+
+
+def test_shifted_at_evaluation_on_request():
+    pos = np.asarray(
+        sampler("shifted", eval_mode="shifted").sample(64, 4, key=jax.random.key(0), train=False)
+    )
+    assert (pos[:, 0] > 0).any() and (pos[:, 0] <= 16).all()
+    with pytest.raises(ValueError, match="max_offset >= 0"):
+        POSITIONS.get("shifted")(max_offset=-1).validate(TRAIN_LEN)
+
+
+# ----------------------------------------------------------------------------------------- interpolated
+
+
+def test_interpolated_scales_at_evaluation_only():
+    s = sampler("interpolated")
+    pos = s.sample(2, 4 * TRAIN_LEN, key=None, train=False)
+    assert pos.dtype == jnp.float32
+    np.testing.assert_allclose(pos, arange(2, 4 * TRAIN_LEN) / 4)  # i * 8 / 32
+    assert float(pos.max()) < TRAIN_LEN  # squeezed into the trained range
+    np.testing.assert_allclose(s.sample(1, 12, key=None, train=False)[0, :3], [0, 8 / 12, 16 / 12], rtol=1e-6)
+    train = s.sample(2, 4 * TRAIN_LEN, key=None, train=True)  # training never scales
+    assert train.dtype == jnp.int32
+    np.testing.assert_array_equal(train, arange(2, 4 * TRAIN_LEN))
+
+
+def test_interpolated_needs_the_training_length():
+    with pytest.raises(ValueError, match="positions=interpolated:train_len=64"):
+        POSITIONS.get("interpolated")().validate(64)
+
+
+# ---------------------------------------------------------------------------------------- compatibility
+
+DIMS = Dims(d_model=16, num_heads=2, head_dim=8, num_layers=2, max_len=TRAIN_LEN)
+
+
+def test_fractional_positions_and_integer_only_schemes():
+    """`learned` indexes a table: it cannot take interpolated positions, and says so before compiling."""
+    with pytest.raises(ValueError, match="positional=learned cannot take them"):
+        check_compatible(POSITIONAL.get("learned")(), sampler("interpolated"), DIMS)
+    # A composite with an integer-only member is caught the same way.
+    per_layer = resolve_spec(POSITIONAL, {"name": "per_layer", "pattern": ["learned", "rope"]}, field="p")
+    with pytest.raises(ValueError, match="cannot take them"):
+        check_compatible(per_layer, sampler("interpolated"), DIMS)
+    for name in ("rope", "alibi", "sinusoidal", "t5_bias", "nope"):
+        check_compatible(POSITIONAL.get(name)(), sampler("interpolated"), DIMS)
+    for name in POSITIONS.names():  # integer samplers go with every scheme
+        if not POSITIONS.get(name).fractional:
+            check_compatible(POSITIONAL.get("learned")(), sampler(name), DIMS)
+
+
+# ------------------------------------------------------------------------- every sampler x every scheme
+VOCAB = 32
+
+
+@functools.cache
+def _model(name: str):
+    cfg = ModelConfig(d_model=16, num_layers=2, num_heads=2, positional={"name": name})
+    return Transformer(
+        resolve_model(cfg, max_len=TRAIN_LEN, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0)
+    )
+
+
+@pytest.mark.parametrize("scheme", POSITIONAL.names())
+@pytest.mark.parametrize("positions", POSITIONS.names())
+def test_every_sampler_with_every_scheme(positions, scheme):
+    """Training and evaluation positions give finite logits; a pair that `check_compatible` rejects really fails
+    on fractional positions. One length T keeps compiles few; interpolated is told a training length of T/2 so
+    that its evaluation positions are scaled (fractional)."""
+    model = _model(scheme)
+    s = sampler(positions, **({"train_len": TRAIN_LEN // 2} if positions == "interpolated" else {}))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, TRAIN_LEN)), jnp.int32)
+    try:
+        check_compatible(POSITIONAL.get(scheme)(), s, DIMS)
+    except ValueError:
+        pos = s.sample(2, TRAIN_LEN, key=jax.random.key(0), train=False)
+        assert pos.dtype == jnp.float32
+        with pytest.raises(Exception):  # noqa: B017  (whatever the scheme raises on fractional positions)
+            model(tokens, pos)
+        return
+    for train in (True, False):
+        pos = s.sample(2, TRAIN_LEN, key=jax.random.key(1), train=train)
+        logits = model(tokens, pos)
+        assert logits.shape == (2, TRAIN_LEN, VOCAB)
+        assert bool(jnp.isfinite(logits).all()), (positions, scheme, train)
