@@ -93,6 +93,25 @@ class EvalConfig:
 
 
 @_frozen
+class TaskConfig:
+    """A synthetic length-generalisation task instead of a text corpus (research/data/tasks.py, research/train_task.py).
+
+    Training input lengths n are drawn uniformly from [1, train_max_length] (one n per batch, as Ruoss et al. 2023);
+    evaluation covers every n in [1, eval_max_length]. Examples are right-padded to one shape, so a run compiles
+    one training step and one evaluation step. data.corpus, data.tokenizer and data.seq_len are unused then.
+    """
+
+    task: Spec | None = None
+    """Task name and options, e.g. {"name": "reverse_string", "symbols": 2}; None = train on data.corpus."""
+    train_max_length: int = 16
+    """N: the longest input length seen in training."""
+    eval_max_length: int = 64
+    """M: accuracy is reported for every input length 1..M."""
+    eval_examples: int = 128
+    """Test examples per input length (a fixed set, the same for every run)."""
+
+
+@_frozen
 class Config:
     seed: int = 0
     """Seeds parameters and the data order."""
@@ -100,6 +119,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
 
 
 # ----------------------------------------------------------------------------------------------- specs

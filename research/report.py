@@ -1,6 +1,8 @@
 """Study report: runs/<study>/*/summary.json -> results/<study>/{summary.csv, table.md, figures/*.png, runs/}.
 
-Generated, never hand-edited. Runs are grouped by their knobs other than `seed`; each metric is reported as
+Generated, never hand-edited. An experiment file may define `figures(groups, folder) -> list[Path]` to draw its own
+figures (groups: {key: [{"name", "knobs", "summary"}, ...]}); otherwise metrics naming a length (len_N) are drawn as
+one extrapolation curve per group. Runs are grouped by their knobs other than `seed`; each metric is reported as
 mean ± sample standard deviation over seeds. The table states the command, the machine and the wall time.
 """
 
@@ -125,7 +127,9 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
             for name in metric_names
         ]
         table.append(f"| {key} | {len(members)} | " + " | ".join(cells) + " |")
-    figures = _figures(groups, metric_names, dest / "figures")
+    # An experiment may draw its own figures: figures(groups, folder) -> [paths]; else the extrapolation curve.
+    draw = getattr(module, "figures", None) or (lambda g, folder: _figures(g, metric_names, folder))
+    figures = draw(groups, dest / "figures")
     body = header + table + [""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
     atomic_write_text(dest / "table.md", "\n".join(body))
     return dest

@@ -40,6 +40,10 @@ class TrainingDiverged(RuntimeError):
 
 def validate(config: Config, *, vocab_size: int | None = None):
     """Every check that needs no data and no compilation; raises ConfigError naming the field."""
+    if config.task.task is not None:  # a synthetic-task run (research/train_task.py)
+        from research.train_task import validate as validate_task
+
+        return validate_task(config)[1]
     validate_data_config(config.data)
     for field in ("seq_len", "batch_size"):
         if getattr(config.data, field) <= 0:
@@ -171,6 +175,10 @@ def _prepare_workdir(config: Config, workdir: Path) -> None:
 
 def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dict:
     """Train, evaluate and write the run directory; returns the summary dict."""
+    if config.task.task is not None:  # length-generalisation task instead of a corpus
+        from research.train_task import train_and_evaluate_task
+
+        return train_and_evaluate_task(config, workdir, log=log)
     start_time = time.time()
     workdir = Path(workdir)
     resolved = validate(config)

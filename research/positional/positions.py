@@ -3,7 +3,7 @@
 A sampler is separate from the scheme, so "randomized RoPE" is `positional=rope, positions=randomized`, not a new
 scheme. Each sampler is a frozen kw_only config registered in POSITIONS with two methods,
     validate(max_len)                                   raise ValueError before compiling (max_len = training length)
-    sample(batch, length, *, key, train) -> [B, T]      int32, or float32 for `fractional` samplers (see below)
+    sample(batch, length, *, key, train, lengths=None) -> [B, T]   int32, or float32 for `fractional` samplers
 `sample` is called once at the top of the forward pass (positions are data; layers never call `arange`), inside
 jit, with static `batch` and `length`. `train` lets a sampler behave differently at evaluation; `key` is a JAX PRNG
 key that the caller folds per step (research/train.py: fold_in(key(seed), step); evaluation passes key(0)), and
@@ -54,7 +54,9 @@ class PositionSampler:
     def validate(self, max_len: int) -> None:
         """Raise ValueError naming the field and what was expected, given the training length `max_len`."""
 
-    def sample(self, batch: int, length: int, *, key: jax.Array | None, train: bool) -> jax.Array:
+    def sample(
+        self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
+    ) -> jax.Array:
         raise NotImplementedError
 
 
@@ -74,6 +76,24 @@ def random_sorted_subset(key: jax.Array, batch: int, length: int, max_len: int) 
     scores = jax.random.uniform(key, (batch, max_len))  # [B,max_len]
     _, chosen = jax.lax.top_k(scores, length)  # [B,T], distinct indices
     return jnp.sort(chosen, axis=-1).astype(jnp.int32)
+
+
+def random_sorted_subset_ragged(key: jax.Array, lengths: jax.Array, length: int, max_len: int) -> jax.Array:
+    """Per row b, lengths[b] distinct integers of [0, max_len) in increasing order in the first lengths[b] slots of a
+    [B,T] int32 array (T = `length`); later slots hold max_len - 1 (padding). Uniform over subsets of that size.
+
+    The lengths[b] largest of i.i.d. uniform scores select the subset; a stable argsort of "not selected" lists the
+    selected indices first, in increasing order.
+    """
+    batch = lengths.shape[0]
+    scores = jax.random.uniform(key, (batch, max_len))  # [B,max_len]
+    ranked = -jnp.sort(-scores, axis=-1)  # [B,max_len], descending
+    k = jnp.clip(lengths, 1, min(length, max_len))  # [B]
+    threshold = jnp.take_along_axis(ranked, (k - 1)[:, None], axis=-1)  # [B,1], the k-th largest score
+    chosen = scores >= threshold  # [B,max_len], exactly k True (ties have probability 0)
+    order = jnp.argsort(~chosen, axis=-1, stable=True)[:, :length]  # [B,T], chosen indices first, ascending
+    real = jnp.arange(length)[None, :] < k[:, None]  # [B,T]
+    return jnp.where(real, order, max_len - 1).astype(jnp.int32)
 
 
 def random_offsets(key: jax.Array, batch: int, max_offset: int) -> jax.Array:
@@ -98,7 +118,9 @@ def _need_key(key, name: str):
 class Contiguous(PositionSampler):
     """0, 1, ..., length - 1 for every sequence, in training and at evaluation."""
 
-    def sample(self, batch: int, length: int, *, key: jax.Array | None, train: bool) -> jax.Array:
+    def sample(
+        self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
+    ) -> jax.Array:
         return contiguous(batch, length)  # [B,T]
 
 
@@ -122,7 +144,9 @@ class Randomized(PositionSampler):
                 f"randomized: expected eval_mode 'contiguous' or 'randomized', got {self.eval_mode!r}"
             )
 
-    def sample(self, batch: int, length: int, *, key: jax.Array | None, train: bool) -> jax.Array:
+    def sample(
+        self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
+    ) -> jax.Array:
         if not train and self.eval_mode == "contiguous":
             return contiguous(batch, length)
         if length > self.max_len:  # static shapes: fails while tracing, before any compute
@@ -130,7 +154,10 @@ class Randomized(PositionSampler):
                 f"randomized: cannot draw {length} distinct positions from [0, max_len={self.max_len}); "
                 f"raise model.positions.max_len to at least {length}"
             )
-        return random_sorted_subset(_need_key(key, "randomized"), batch, length, self.max_len)  # [B,T]
+        key = _need_key(key, "randomized")
+        if lengths is not None:  # right-padded rows: a subset of each row's own size
+            return random_sorted_subset_ragged(key, lengths, length, self.max_len)  # [B,T]
+        return random_sorted_subset(key, batch, length, self.max_len)  # [B,T]
 
 
 @POSITIONS.register("shifted")
@@ -149,7 +176,9 @@ class Shifted(PositionSampler):
         if self.eval_mode not in ("contiguous", "shifted"):
             raise ValueError(f"shifted: expected eval_mode 'contiguous' or 'shifted', got {self.eval_mode!r}")
 
-    def sample(self, batch: int, length: int, *, key: jax.Array | None, train: bool) -> jax.Array:
+    def sample(
+        self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
+    ) -> jax.Array:
         if not train and self.eval_mode == "contiguous":
             return contiguous(batch, length)
         offsets = random_offsets(_need_key(key, "shifted"), batch, self.max_offset)  # [B,1]
@@ -175,11 +204,16 @@ class Interpolated(PositionSampler):
         if self.train_len < 1:
             raise ValueError(f"interpolated: expected train_len >= 1, got {self.train_len}")
 
-    def sample(self, batch: int, length: int, *, key: jax.Array | None, train: bool) -> jax.Array:
+    def sample(
+        self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
+    ) -> jax.Array:
         if self.train_len is None:
             raise ValueError("interpolated: train_len is not set (validate the config first)")
         if train or length <= self.train_len:
             return contiguous(batch, length)  # int32 [B,T]
+        if lengths is not None:  # right-padded rows: scale each row by its own length
+            rows = jnp.maximum(lengths, self.train_len).astype(jnp.float32)[:, None]  # [B,1]
+            return jnp.arange(length, dtype=jnp.float32)[None, :] * (self.train_len / rows)  # float32 [B,T]
         return interpolate(batch, length, self.train_len)  # float32 [B,T]
 
 
