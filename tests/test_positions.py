@@ -201,3 +201,59 @@ def test_every_sampler_with_every_scheme(positions, scheme):
         logits = model(tokens, pos)
         assert logits.shape == (2, TRAIN_LEN, VOCAB)
         assert bool(jnp.isfinite(logits).all()), (positions, scheme, train)
+
+
+# ------------------------------------------------------------------------------- right-padded rows (lengths)
+
+
+def test_randomized_ragged_rows_are_sorted_subsets_of_their_own_size():
+    """With `lengths`, row b gets lengths[b] distinct sorted positions in its first slots, padding after."""
+    lengths = jnp.array([1, 5, 12, 20, 7], jnp.int32)
+    pos = np.asarray(
+        sampler("randomized", max_len=40).sample(5, 20, key=jax.random.key(2), train=True, lengths=lengths)
+    )
+    assert pos.shape == (5, 20) and pos.dtype == np.int32
+    for row, n in zip(pos, np.asarray(lengths)):
+        real = row[:n]
+        assert (np.diff(real) > 0).all() and real.min() >= 0 and real.max() < 40
+        np.testing.assert_array_equal(row[n:], 39)  # padding slots: max_len - 1
+    assert pos[3].max() > 20  # full rows still use the wider range
+
+
+def test_randomized_ragged_is_uniform_over_the_range():
+    """Each value of [0, 10) lies in a random 4-subset with probability 4/10, whatever the padded length."""
+    lengths = jnp.full((2000,), 4, jnp.int32)
+    pos = np.asarray(
+        sampler("randomized", max_len=10).sample(2000, 7, key=jax.random.key(0), train=True, lengths=lengths)
+    )
+    real = pos[:, :4]
+    counts = np.bincount(real.ravel(), minlength=10) / len(real)
+    np.testing.assert_allclose(counts, 0.4, atol=0.04)
+    # The first position is the minimum of a uniform 4-subset of 10: P(min = 0) = 4/10.
+    assert abs(np.mean(real[:, 0] == 0) - 0.4) < 0.04
+
+
+def test_randomized_ragged_full_rows_match_the_unpadded_distribution():
+    """A row whose length fills the array draws from the same family as the unpadded sampler (sorted, distinct)."""
+    s = sampler("randomized", max_len=12)
+    pos = np.asarray(
+        s.sample(3, 12, key=jax.random.key(1), train=True, lengths=jnp.full((3,), 12, jnp.int32))
+    )
+    np.testing.assert_array_equal(pos, arange(3, 12))  # 12 of 12: the only subset is the whole range
+
+
+def test_interpolated_scales_each_padded_row_by_its_own_length():
+    s = sampler("interpolated")  # train_len 8
+    lengths = jnp.array([32, 16, 4], jnp.int32)
+    pos = np.asarray(s.sample(3, 32, key=None, train=False, lengths=lengths))
+    np.testing.assert_allclose(pos[0], np.arange(32) * 8 / 32)
+    np.testing.assert_allclose(pos[1, :16], np.arange(16) * 8 / 16)
+    np.testing.assert_allclose(pos[2, :4], np.arange(4))  # within the training length: unscaled
+    np.testing.assert_array_equal(s.sample(3, 32, key=None, train=True, lengths=lengths), arange(3, 32))
+
+
+@pytest.mark.parametrize("name", POSITIONS.names())
+def test_lengths_leave_evaluation_contiguous_by_default(name):
+    lengths = jnp.array([3, TRAIN_LEN], jnp.int32)
+    pos = sampler(name).sample(2, TRAIN_LEN, key=jax.random.key(0), train=False, lengths=lengths)
+    np.testing.assert_array_equal(pos, arange(2, TRAIN_LEN))

@@ -135,3 +135,31 @@ def test_sweep_resumes_an_interrupted_run(tmp_path, monkeypatch):
     assert run_sweep(str(exp), root=tmp_path / "runs", out=lambda s: None) == 0
     assert "resumed from checkpoint at step 1" in (first.workdir / "log.txt").read_text()
     assert all(r.finished for r in runs)
+
+
+def test_report_uses_the_experiments_own_figures(tmp_path):
+    """An experiment defining figures(groups, folder) draws its own figures; the table links them."""
+    exp = tmp_path / "own_figures.py"
+    exp.write_text(
+        EXPERIMENT
+        + textwrap.dedent(
+            """
+            def figures(groups, folder):
+                path = folder / "custom.png"
+                path.write_bytes(b"png")
+                (folder / "groups.json").write_text(str(sorted(groups)))
+                return [path]
+            """
+        )
+    )
+    root = tmp_path / "runs" / "own_figures"
+    run = root / format_knobs({"positional": "nope", "seed": 0})
+    run.mkdir(parents=True)
+    params = {"total": 1, "embedding": 1, "positional": 0, "rest": 0}
+    summary = {"metrics": {"test/len_8/bpb": 2.0}, "params": params, "wall_time_s": 1.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    dest = write_report(str(exp), root=tmp_path / "runs", out=tmp_path / "results")
+    assert (dest / "figures" / "custom.png").read_bytes() == b"png"
+    assert not (dest / "figures" / "extrapolation.png").exists()
+    assert "![custom](figures/custom.png)" in (dest / "table.md").read_text()
+    assert "positional=nope" in (dest / "figures" / "groups.json").read_text()

@@ -1,0 +1,154 @@
+"""Length-generalisation runs (research/train_task.py): padding is exact, batches are pure functions of (seed, step),
+the run directory and resume follow the corpus-run contract, and bad task configs fail before compiling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from research.config import Config, ConfigError, DataConfig, ModelConfig, TaskConfig, TrainConfig
+from research.data.tasks import PAD, TASKS
+from research.metrics import read_jsonl
+from research.model.transformer import Transformer
+from research.train import train_and_evaluate, validate
+from research.train_task import (
+    eval_batch,
+    max_sequence_length,
+    pad,
+    sequence_length,
+    summarise,
+    train_batch,
+)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def task_config(positional="rope", positions="contiguous", task="reverse_string", **train) -> Config:
+    positions_spec = {"name": positions, **({"max_len": 64} if positions == "randomized" else {})}
+    return Config(
+        seed=0,
+        data=DataConfig(batch_size=4),
+        model=ModelConfig(
+            d_model=16, num_layers=1, num_heads=2, positional={"name": positional}, positions=positions_spec
+        ),
+        train=dataclasses.replace(
+            TrainConfig(steps=6, warmup_steps=1, log_every=1, eval_every=3, checkpoint_every=2), **train
+        ),
+        task=TaskConfig(task={"name": task}, train_max_length=3, eval_max_length=6, eval_examples=4),
+    )
+
+
+def test_tiny_task_run_writes_per_length_accuracy(tmp_path):
+    summary = train_and_evaluate(task_config(), tmp_path, log=lambda m: None)
+    m = summary["metrics"]
+    for n in range(1, 7):
+        assert 0.0 <= m[f"test/len_{n}/token_accuracy"] <= 1.0
+        assert 0.0 <= m[f"test/len_{n}/sequence_accuracy"] <= m[f"test/len_{n}/token_accuracy"] + 1e-9
+    np.testing.assert_allclose(
+        m["test/in_dist/token_accuracy"], np.mean([m[f"test/len_{n}/token_accuracy"] for n in (1, 2, 3)])
+    )
+    np.testing.assert_allclose(
+        m["test/ood/token_accuracy"], np.mean([m[f"test/len_{n}/token_accuracy"] for n in (4, 5, 6)])
+    )
+    for name in ("config.json", "command.txt", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / name).exists(), name
+    assert summary["task"]["name"] == "reverse_string"
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((tmp_path / "summary.json").read_text())["metrics"] == m
+
+
+def test_task_run_resumes_to_the_same_result(tmp_path):
+    config = task_config("alibi", "randomized")
+    reference = train_and_evaluate(config, tmp_path / "straight", log=lambda m: None)
+
+    def crash_at_step_5(message):
+        if message.startswith("step 5/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_and_evaluate(config, tmp_path / "killed", log=crash_at_step_5)
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    messages = []
+    resumed = train_and_evaluate(config, tmp_path / "killed", log=messages.append)
+    assert "resumed from checkpoint at step 4" in messages
+    assert resumed["metrics"] == reference["metrics"]
+    assert [r["step"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "t5_bias", "learned", "nope"])
+def test_right_padding_leaves_real_token_logits_unchanged(positional):
+    """Causal attention + padding after the real tokens: logits at real positions equal the unpadded run's."""
+    from research.model.transformer import resolve_model
+
+    resolved = resolve_model(
+        ModelConfig(d_model=16, num_layers=2, num_heads=2, positional={"name": positional}),
+        max_len=32,
+        vocab_size=8,
+    )
+    model = Transformer(resolved, vocab_size=8, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(2, 8, size=(2, 9)), jnp.int32)
+    padded = jnp.pad(tokens, ((0, 0), (0, 23)), constant_values=PAD)
+    positions = jnp.broadcast_to(jnp.arange(32), (2, 32)).astype(jnp.int32)
+    short = model(tokens, positions[:, :9])
+    long = model(padded, positions)
+    np.testing.assert_allclose(long[:, :9], short, rtol=1e-5, atol=1e-5)
+
+
+def test_batches_are_pure_functions_of_seed_and_step():
+    task = TASKS.get("bucket_sort")()
+    length = max_sequence_length(task, 5)
+    a = train_batch(task, seed=1, step=7, batch_size=4, max_n=5, length=length)
+    b = train_batch(task, seed=1, step=7, batch_size=4, max_n=5, length=length)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    # Over many steps every input length 1..N is drawn, and nothing longer.
+    real = {
+        int(train_batch(task, seed=1, step=s, batch_size=2, max_n=5, length=length)[3][0]) for s in range(60)
+    }
+    assert real == {sequence_length(task, n) for n in range(1, 6)}
+    # The test set does not depend on the run's seed: it is a function of (task, length) only.
+    e1, e2 = eval_batch(task, 4, examples=3, length=length), eval_batch(task, 4, examples=3, length=length)
+    np.testing.assert_array_equal(e1[0], e2[0])
+
+
+def test_pad_marks_real_tokens_and_lengths():
+    batch = TASKS.get("reverse_string")().sample(np.random.default_rng(0), 3, 2)
+    inputs, targets, mask, lengths = pad(batch, 10)
+    t = batch.inputs.shape[1]
+    assert inputs.shape == targets.shape == mask.shape == (3, 10)
+    np.testing.assert_array_equal(inputs[:, :t], batch.inputs)
+    assert (inputs[:, t:] == PAD).all() and (mask[:, t:] == 0).all()
+    np.testing.assert_array_equal(mask[:, :t], batch.mask)
+    np.testing.assert_array_equal(lengths, t)
+    with pytest.raises(ValueError, match="does not fit"):
+        pad(batch, t - 1)
+
+
+def test_summarise_means_over_in_and_out_of_distribution_lengths():
+    per_length = {n: {"token_accuracy": n / 10, "sequence_accuracy": 0.0, "loss": 1.0} for n in range(1, 6)}
+    m = summarise(per_length, train_max=2)
+    assert m["test/in_dist/token_accuracy"] == pytest.approx(0.15)
+    assert m["test/ood/token_accuracy"] == pytest.approx(0.4)
+    assert m["test/len_3/token_accuracy"] == 0.3
+
+
+def test_bad_task_configs_name_the_field():
+    with pytest.raises(ConfigError, match=r"task\.task.*reverse_string"):
+        validate(dataclasses.replace(task_config(), task=TaskConfig(task={"name": "reverse"})))
+    with pytest.raises(ConfigError, match="task.eval_max_length"):
+        validate(
+            dataclasses.replace(
+                task_config(),
+                task=TaskConfig(task={"name": "reverse_string"}, train_max_length=8, eval_max_length=4),
+            )
+        )
+    with pytest.raises(ConfigError, match="model.positional"):
+        validate(dataclasses.replace(task_config(), model=ModelConfig(positional={"name": "no_such"})))
