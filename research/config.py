@@ -12,6 +12,7 @@ import dataclasses
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from research.registry import Registry
@@ -77,12 +78,20 @@ class TrainConfig:
     checkpoint_every: int = 250
     """Orbax checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
+    init_from: str | None = None
+    """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
+    A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its
+    own runs; the sweep starts such a run only after that one has finished. With init_from, steps may be 0
+    (evaluate the loaded parameters only)."""
 
 
 @_frozen
 class EvalConfig:
     length_multipliers: tuple[int, ...] = (1, 2, 4, 8)
     """Final test evaluation at these multiples of data.seq_len (the extrapolation curve)."""
+    lengths: tuple[int, ...] | None = None
+    """Final test evaluation at these absolute lengths instead of the multiples (e.g. a model fine-tuned at 256
+    evaluated from 64 up)."""
     batch_size: int = 8
     """Windows per evaluation batch."""
     valid_max_windows: int = 64
@@ -317,3 +326,9 @@ def field_docs(cls) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+def init_source(init_from: str, workdir: str | Path) -> Path:
+    """train.init_from as a directory: absolute as given; relative = next to this run's workdir (same study)."""
+    path = Path(init_from)
+    return path if path.is_absolute() else Path(workdir).absolute().parent / path

@@ -3,6 +3,10 @@
 A run is finished when its workdir holds `summary.json` (written last, atomically); anything else is (re)started,
 and `train_and_evaluate` resumes it from its last checkpoint. A failed run does not stop the others: it is listed
 at the end with the tail of its log, and the sweep exits non-zero.
+
+Runs may depend on each other: a run whose `train.init_from` names another run of the same sweep (a relative
+path, e.g. "stage=base") starts only after that run has finished, whatever the order of `add` calls; if that run
+fails, its dependants are not started and are listed as failed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from research.config import init_source
 from research.experiment import (
     expand_sweep,
     format_knobs,
@@ -37,6 +42,8 @@ class Run:
     returncode: int | None = None
     started: float = 0.0
     log_file: object = field(default=None, repr=False)
+    after: Path | None = None
+    """The workdir of a run of this sweep that must finish first (this run's train.init_from)."""
 
     @property
     def finished(self) -> bool:
@@ -65,7 +72,25 @@ def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
         Run(format_knobs(k), f"{path}:{join_arg(arg, k)}", Path(root) / study / format_knobs(k))
         for k in expand_sweep(module, arg)
     ]
+    workdirs = {r.workdir.absolute(): r for r in runs}
+    for run, k in zip(runs, expand_sweep(module, arg)):
+        init_from = module.get_config(join_arg(arg, k)).train.init_from
+        if init_from is not None:
+            source = init_source(init_from, run.workdir)
+            if source.absolute() in workdirs:
+                run.after = source.absolute()
     return study, runs
+
+
+def _next_launchable(todo: deque, finished: set[Path], failed: set[Path]):
+    """The first queued run whose dependency has finished (or that has none); a run whose dependency failed is
+    returned as ('blocked', run)."""
+    for run in todo:
+        if run.after is None or run.after in finished or (run.after / "summary.json").exists():
+            return "ready", run
+        if run.after in failed:
+            return "blocked", run
+    return None, None
 
 
 def _launch(run: Run, extra_args: list[str]) -> None:
@@ -99,12 +124,26 @@ def run_sweep(target: str, *, jobs: int = 1, root: str | Path = "runs", extra_ar
     done = skipped
     last_status = 0.0
     start = time.time()
+    finished_dirs: set[Path] = set()
+    failed_dirs: set[Path] = set()
     while todo or running:
         while todo and len(running) < jobs:
-            run = todo.popleft()
+            state, run = _next_launchable(todo, finished_dirs, failed_dirs)
+            if state is None:
+                break  # every queued run waits for a running one
+            todo.remove(run)
+            if state == "blocked":
+                done += 1
+                run.returncode = -1
+                failed.append(run)
+                failed_dirs.add(run.workdir.absolute())
+                out(f"[{done}/{len(runs)}] FAIL  {run.name} (not started: {run.after.name} failed)")
+                continue
             _launch(run, list(extra_args))
             running.append(run)
             out(f"[{done}/{len(runs)}] start {run.name}")
+        if not todo and not running:
+            break
         time.sleep(0.5)
         for run in list(running):
             code = run.process.poll()
@@ -116,9 +155,11 @@ def run_sweep(target: str, *, jobs: int = 1, root: str | Path = "runs", extra_ar
             done += 1
             took = time.time() - run.started
             if code == 0 and run.finished:
+                finished_dirs.add(run.workdir.absolute())
                 out(f"[{done}/{len(runs)}] done  {run.name} ({took:.0f} s)")
             else:
                 failed.append(run)
+                failed_dirs.add(run.workdir.absolute())
                 out(f"[{done}/{len(runs)}] FAIL  {run.name} (exit {code}, {took:.0f} s)")
         if running and time.time() - last_status > 15:
             last_status = time.time()

@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from research.checkpoint import Checkpointer
-from research.config import Config, ConfigError, from_dict, to_dict
+from research.config import Config, ConfigError, from_dict, init_source, to_dict
 from research.data.pipeline import prepare_data, validate_data_config
 from research.data.stream import train_batch
 from research.evaluate import evaluate_split, make_eval_step
@@ -49,14 +49,18 @@ def validate(config: Config, *, vocab_size: int | None = None):
         if getattr(config.data, field) <= 0:
             raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(config.data, field)}")
     t = config.train
-    if t.steps <= 0:
-        raise ConfigError(f"train.steps: expected a positive integer, got {t.steps}")
+    if t.steps < 0 or (t.steps == 0 and t.init_from is None):
+        raise ConfigError(
+            f"train.steps: expected a positive integer (or 0 with train.init_from: evaluation only), got {t.steps}"
+        )
     if not t.learning_rate > 0:
         raise ConfigError(f"train.learning_rate: expected > 0, got {t.learning_rate}")
     if not 0 <= t.warmup_steps <= t.steps:
         raise ConfigError(f"train.warmup_steps: expected 0..train.steps={t.steps}, got {t.warmup_steps}")
     if not config.eval.length_multipliers or min(config.eval.length_multipliers) <= 0:
         raise ConfigError("eval.length_multipliers: expected positive integers, e.g. [1, 2, 4, 8]")
+    if config.eval.lengths is not None and (not config.eval.lengths or min(config.eval.lengths) <= 0):
+        raise ConfigError("eval.lengths: expected positive integers, e.g. [64, 128, 256], or None")
     resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
     if config.eval.positional is not None:
         eval_model = dataclasses.replace(config.model, positional=config.eval.positional)
@@ -173,6 +177,35 @@ def _prepare_workdir(config: Config, workdir: Path) -> None:
         f.write(" ".join([sys.executable, *sys.argv]) + "\n")
 
 
+def eval_lengths(config: Config) -> list[int]:
+    """Final test lengths: eval.lengths if given, else eval.length_multipliers times data.seq_len."""
+    if config.eval.lengths is not None:
+        return list(config.eval.lengths)
+    return [m * config.data.seq_len for m in config.eval.length_multipliers]
+
+
+def load_initial_params(init_from: str, workdir: Path, params, opt_state):
+    """The final parameters of the finished run `init_from`, in the structure and shardings of `params`."""
+    source = init_source(init_from, workdir)
+    if not (source / "summary.json").exists():
+        raise ConfigError(f"train.init_from: {source} is not a finished run (no summary.json)")
+    ckpt = Checkpointer(source / "checkpoints", async_save=False)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise ConfigError(f"train.init_from: {source} has no checkpoint")
+        try:
+            loaded, _ = ckpt.restore(step, (params, opt_state))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(
+                f"train.init_from: the parameters of {source} do not fit this model (same model config needed, "
+                f"apart from parameter-free changes such as RoPE scaling or data.seq_len for relative schemes): {e}"
+            ) from None
+    finally:
+        ckpt.close()
+    return loaded, source
+
+
 def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dict:
     """Train, evaluate and write the run directory; returns the summary dict."""
     if config.task.task is not None:  # length-generalisation task instead of a corpus
@@ -206,6 +239,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     if start_step:
         params, opt_state = ckpt.restore(start_step, (params, opt_state))
         log(f"resumed from checkpoint at step {start_step}")
+    elif config.train.init_from is not None:
+        params, source = load_initial_params(config.train.init_from, workdir, params, opt_state)
+        log(f"initialised from {source}")
     metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
 
     train_step = make_train_step(graphdef, tx, resolved.positions, config.seed)
@@ -270,8 +306,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     if config.eval.positional is not None:
         eval_step = make_eval_step(final_graphdef, resolved.positions)
         log(f"final evaluation with eval.positional={config.eval.positional}")
-    for mult in config.eval.length_multipliers:
-        length = mult * c.seq_len
+    for length in eval_lengths(config):
         out = evaluate_split(
             eval_step,
             params,
@@ -292,6 +327,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         "vocab_size": vocab_size,
         "wall_time_s": time.time() - start_time,
         "resumed_from_step": start_step,
+        "init_from": None
+        if config.train.init_from is None
+        else str(init_source(config.train.init_from, workdir)),
         "config": to_dict(config),
         **run_info(),
     }

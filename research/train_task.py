@@ -76,6 +76,8 @@ def validate(config: Config):
         raise ConfigError(f"train.warmup_steps: expected 0..train.steps={tr.steps}, got {tr.warmup_steps}")
     if config.eval.positional is not None:
         raise ConfigError("eval.positional: not supported for task runs (set it to None)")
+    if tr.init_from is not None:
+        raise ConfigError("train.init_from: not supported for task runs (set it to None)")
     train_len = max_sequence_length(task, t.train_max_length)
     resolved = resolve_model(config.model, max_len=train_len, vocab_size=task.vocab_size)
     return task, resolved

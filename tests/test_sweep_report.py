@@ -163,3 +163,49 @@ def test_report_uses_the_experiments_own_figures(tmp_path):
     assert not (dest / "figures" / "extrapolation.png").exists()
     assert "![custom](figures/custom.png)" in (dest / "table.md").read_text()
     assert "positional=nope" in (dest / "figures" / "groups.json").read_text()
+
+
+CHAIN = textwrap.dedent(
+    '''
+    """A base run and a fine-tune of it (train.init_from names a sibling run)."""
+    from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+    from research.experiment import parse_knobs
+
+    def get_config(arg=""):
+        k = parse_knobs(arg, stage="base", broken=False)
+        child = k.stage == "tune"
+        return Config(
+            data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000),
+            model=ModelConfig(d_model=16, num_layers=1, num_heads=2,
+                              positional={"name": "no_such_scheme" if k.broken and not child else "rope"}),
+            train=TrainConfig(steps=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=1,
+                              init_from="stage=base" if child else None),
+            eval=EvalConfig(length_multipliers=(1,), batch_size=2),
+        )
+
+    def sweep(add, arg=""):
+        add(stage="tune")  # listed first: the sweep must still wait for the base run
+        add(stage="base")
+
+    def metrics():
+        return ["test/len_8/bpb"]
+    '''
+)
+
+
+def test_sweep_starts_a_dependent_run_after_its_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "chain.py"
+    exp.write_text(CHAIN)
+    study, runs = plan(str(exp), tmp_path / "runs")
+    assert runs[0].after == runs[1].workdir.absolute()
+    lines = []
+    assert run_sweep(str(exp), jobs=2, root=tmp_path / "runs", out=lines.append) == 0
+    order = [line.split()[-1] for line in lines if " start " in line]
+    assert order == ["stage=base", "stage=tune"]
+    # The fine-tune found a finished source (otherwise: "train.init_from: ... is not a finished run").
+    assert "initialised from" in (runs[0].workdir / "log.txt").read_text()
+    # A failed source: its dependant is not started and is listed as failed.
+    lines = []
+    assert run_sweep(f"{exp}:broken", jobs=2, root=tmp_path / "runs2", out=lines.append) == 2
+    assert any("FAIL  stage=tune (not started: stage=base failed)" in line for line in lines)

@@ -73,3 +73,40 @@ def test_eval_positional_swaps_a_parameter_free_change(tmp_path):
     assert not (tmp_path / "bad" / "checkpoints").exists() or not any(
         (tmp_path / "bad" / "checkpoints").iterdir()
     )
+
+
+def test_init_from_fine_tunes_and_evaluates_the_loaded_parameters(tmp_path):
+    """train.init_from: steps=0 evaluates the source run's final parameters exactly; a fine-tune starts from them."""
+    import dataclasses
+
+    from research.config import ConfigError, replace_path
+
+    base_config = tiny_config("rope", steps=4)
+    base = train_and_evaluate(base_config, tmp_path / "base", log=lambda m: None)
+    evaluate_only = replace_path(replace_path(base_config, "train.steps", 0), "train.warmup_steps", 0)
+    evaluate_only = replace_path(evaluate_only, "train.init_from", "base")  # a sibling run directory
+    messages = []
+    again = train_and_evaluate(evaluate_only, tmp_path / "again", log=messages.append)
+    assert again["metrics"] == base["metrics"]  # the same parameters, evaluated the same way
+    assert any(m.startswith("initialised from") for m in messages)
+    assert again["init_from"] == str((tmp_path / "base").absolute())
+    # Fine-tune at twice the length with absolute evaluation lengths.
+    longer = dataclasses.replace(
+        base_config,
+        data=dataclasses.replace(base_config.data, seq_len=32, batch_size=2),
+        train=dataclasses.replace(base_config.train, steps=2, warmup_steps=1, init_from="base"),
+        eval=dataclasses.replace(base_config.eval, lengths=(16, 32)),
+    )
+    tuned = train_and_evaluate(longer, tmp_path / "tuned", log=lambda m: None)
+    assert sorted(k for k in tuned["metrics"] if k.endswith("/bpb")) == ["test/len_16/bpb", "test/len_32/bpb"]
+    assert tuned["metrics"]["test/len_16/bpb"] != base["metrics"]["test/len_16/bpb"]  # it trained
+    # Errors name the field: an unfinished source, a model whose parameters differ, steps=0 without a source.
+    with pytest.raises(ConfigError, match="train.init_from.*not a finished run"):
+        train_and_evaluate(
+            replace_path(evaluate_only, "train.init_from", "nowhere"), tmp_path / "x", log=print
+        )
+    learned = replace_path(evaluate_only, "model.positional", "learned")
+    with pytest.raises(ConfigError, match="train.init_from.*do not fit"):
+        train_and_evaluate(learned, tmp_path / "y", log=print)
+    with pytest.raises(ConfigError, match="train.steps"):
+        train_and_evaluate(replace_path(base_config, "train.steps", 0), tmp_path / "z", log=print)

@@ -1,0 +1,143 @@
+"""RoPE context scaling: which method lets a model trained at length L read 2-8x L, with and without fine-tuning?
+
+Question: train one RoPE byte-level LM at L = 64 (the pe_extrapolation recipe, seed 0), then measure test
+bits-per-byte at 64, 128, 256 and 512 tokens
+- `stage=eval`: with each scaling method switched on at evaluation only (the trained parameters, no update);
+- `stage=finetune`: after a short fine-tune (100 steps of 8 x 256 tokens, the same tokens per step as pre-training,
+  a fifth of its steps) at 4L with the method on during the fine-tune and the evaluation.
+Methods (research/positional/rope_scaling.py): none (plain RoPE), linear (position interpolation, Chen et al. 2023),
+ntk (NTK-aware base change), dynamic_ntk, yarn (Peng et al. 2023, with its attention temperature), llama3; each with
+factor s = 4 over original length 64, so 256 tokens is the length each is set for (dynamic_ntk adapts per length).
+
+Published claims checked (results/README.md): without fine-tuning, plain RoPE degrades past L, NTK-aware and dynamic
+scaling extend it without training while linear interpolation hurts short contexts; after a short fine-tune, linear
+interpolation (Chen et al. 2023) and YaRN (Peng et al. 2023) reach the longer length, YaRN with fewer steps.
+
+The runs of one sweep depend on each other through `train.init_from` ("stage=base" is a sibling run directory):
+scripts/sweep.py starts the others after the base run has finished.
+
+Commands:
+  python scripts/sweep.py experiments/rope_scaling.py --jobs 2    # 1 base + 6 eval-only + 6 fine-tunes
+  python scripts/report.py experiments/rope_scaling.py            # -> results/rope_scaling/
+  python scripts/sweep.py experiments/rope_scaling.py:runlocal    # the same chain in seconds
+"""
+
+import statistics
+from pathlib import Path
+
+from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from research.experiment import parse_knobs
+
+METHODS = ("none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3")
+SEQ_LEN = 64  # L, the pre-training length
+FACTOR = 4  # each method is set for FACTOR * L
+EVAL_LENGTHS = (64, 128, 256, 512)
+
+
+def knobs(arg):
+    return parse_knobs(arg, runlocal=False, stage="base", method="none", seed=0)
+
+
+def rope(method: str, *, runlocal: bool = False) -> dict:
+    """The positional Spec of RoPE with `method` scaling for FACTOR x SEQ_LEN."""
+    if method == "none":
+        return {"name": "rope"}
+    scaling = {"name": method, "factor": float(FACTOR)}
+    if method not in ("linear", "ntk"):  # the others need the original length (linear and ntk only the factor)
+        scaling["original_max_len"] = SEQ_LEN if not runlocal else 8
+    if method == "llama3":  # Meta's defaults for the smoothing band, over our original length
+        scaling.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    return {"name": "rope", "scaling": scaling}
+
+
+def get_config(arg: str = "") -> Config:
+    k = knobs(arg)
+    if k.stage not in ("base", "eval", "finetune"):
+        raise ValueError(f"stage: expected base, eval or finetune, got {k.stage!r}")
+    if k.method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {k.method!r}")
+    seq_len, steps, eval_bytes, d_model, layers, batch = SEQ_LEN, 500, 60_000, 128, 3, 32
+    lengths = EVAL_LENGTHS
+    if k.runlocal:
+        seq_len, steps, eval_bytes, d_model, layers, batch = 8, 4, 5_000, 32, 2, 4
+        lengths = (8, 16, 32)
+    positional = {"name": "rope"}
+    eval_positional = None
+    learning_rate, warmup = 6e-3, max(1, steps // 10)  # pe_extrapolation's recipe
+    init_from = None
+    if k.stage == "eval":
+        steps, init_from = 0, "stage=base"
+        eval_positional = rope(k.method, runlocal=k.runlocal) if k.method != "none" else None
+        warmup = 0
+    elif k.stage == "finetune":
+        positional = rope(k.method, runlocal=k.runlocal)
+        seq_len, batch = FACTOR * seq_len, batch // FACTOR  # same tokens per step
+        steps = 100 if not k.runlocal else 2
+        learning_rate, warmup, init_from = 1e-3, max(1, steps // 10), "stage=base"
+    return Config(
+        seed=k.seed,
+        data=DataConfig(
+            corpus={"name": "wiki-sample"},
+            tokenizer={"name": "byte"},
+            seq_len=seq_len,
+            batch_size=batch,
+            max_eval_bytes=eval_bytes,
+        ),
+        model=ModelConfig(d_model=d_model, num_layers=layers, num_heads=4, positional=positional),
+        train=TrainConfig(
+            steps=steps,
+            learning_rate=learning_rate,
+            warmup_steps=warmup,
+            log_every=max(1, min(50, steps // 4)),
+            eval_every=max(1, steps // 3) if steps else 0,
+            checkpoint_every=max(1, steps // 3),
+            init_from=init_from,
+        ),
+        eval=EvalConfig(lengths=lengths, batch_size=16 if not k.runlocal else 4, positional=eval_positional),
+    )
+
+
+def sweep(add, arg: str = "") -> None:
+    add(stage="base")
+    for stage in ("eval", "finetune"):
+        for method in METHODS:
+            add(stage=stage, method=method)
+
+
+def metrics() -> list[str]:
+    return [f"test/len_{n}/bpb" for n in EVAL_LENGTHS]
+
+
+def figures(groups: dict, folder: Path) -> list[Path]:
+    """Bits-per-byte vs evaluation length: evaluation-only scaling and after the fine-tune, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    titles = {"eval": "scaling at evaluation only", "finetune": f"after a 100-step fine-tune at {FACTOR}L"}
+    for ax, stage in zip(axes, ("eval", "finetune")):
+        for members in groups.values():
+            knob = members[0]["knobs"]
+            if knob.get("stage") != stage:
+                continue
+            per_run = [m["summary"]["metrics"] for m in members]
+            lengths = sorted(int(key.split("/")[1][4:]) for key in per_run[0] if key.endswith("/bpb"))
+            values = [statistics.fmean(r[f"test/len_{n}/bpb"] for r in per_run) for n in lengths]
+            method = knob.get("method", "none")
+            ax.plot(lengths, values, marker="o", label=method, color=colors.get(method))
+        ax.axvline(SEQ_LEN, color="grey", linestyle=":", linewidth=1)
+        ax.axvline(FACTOR * SEQ_LEN, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_title(titles[stage])
+        ax.set_xlabel("evaluation length (dotted: L; dashed: the length the methods are set for)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("test bits per byte")
+    fig.tight_layout()
+    path = folder / "bpb_vs_length.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
