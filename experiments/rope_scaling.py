@@ -43,7 +43,7 @@ def rope(method: str, *, runlocal: bool = False) -> dict:
     if method == "none":
         return {"name": "rope"}
     scaling = {"name": method, "factor": float(FACTOR)}
-    if method not in ("linear", "ntk"):  # the others need the original length (linear and ntk only the factor)
+    if method not in ("linear", "ntk"):  # these two take only the factor; the others need the original length
         scaling["original_max_len"] = SEQ_LEN if not runlocal else 8
     if method == "llama3":  # Meta's defaults for the smoothing band, over our original length
         scaling.update(low_freq_factor=1.0, high_freq_factor=4.0)
