@@ -7,6 +7,11 @@ For any registered scheme, built at its initialisation:
 - bias   -> the additive logit bias of the last query against distance, one line per head (random q and k for
             content-dependent schemes).
 A hook that leaves its input unchanged (the NoPE default) is reported as "identity" and not plotted.
+
+For a trained run (`attention_distances`, `plot_attention_distance`): the mean attention distance per head and
+layer, sum_j a_ij (i - j) averaged over queries i and test windows (the measure of Dosovitskiy et al. 2021, in
+tokens), at the training length and beyond it, read from the attention weights each layer sows
+(nnx.Intermediate "weights").
 """
 
 from __future__ import annotations
@@ -97,3 +102,112 @@ def plot_scheme(name: str, folder: Path, *, dims: Dims, length: int) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def mean_attention_distance(weights) -> np.ndarray:
+    """[B,H,T,S] causal attention weights (queries = the last T of S keys) -> [H] mean of sum_j a_ij (i - j)."""
+    w = np.asarray(weights, dtype=np.float64)
+    t, s = w.shape[-2:]
+    distance = np.maximum(np.arange(t)[:, None] + (s - t) - np.arange(s)[None, :], 0)  # [T,S]
+    return (w * distance).sum(-1).mean(axis=(0, 2))  # [H]
+
+
+def load_trained_model(run_dir: str | Path):
+    """(config, model with the run's final parameters, resolved model) of a finished run directory."""
+    import json
+
+    from research.checkpoint import Checkpointer
+    from research.config import Config, from_dict
+    from research.model.transformer import Transformer, resolve_model
+    from research.train import make_optimizer
+
+    run_dir = Path(run_dir)
+    config = from_dict(Config, json.loads((run_dir / "config.json").read_text()))
+    if config.task.task is not None:
+        from research.train_task import validate as validate_task
+
+        task, resolved = validate_task(config)
+        vocab_size = task.vocab_size
+    else:
+        from research.data.pipeline import prepare_data
+
+        vocab_size = prepare_data(config.data).tokenizer.vocab_size
+        resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
+    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
+    graphdef, params = nnx.split(model)
+    tx = make_optimizer(config.train)
+    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(
+                f"{run_dir / 'checkpoints'}: no checkpoint to read the trained parameters from"
+            )
+        params, _ = ckpt.restore(step, (params, tx.init(params)))
+    finally:
+        ckpt.close()
+    return config, nnx.merge(graphdef, params), resolved
+
+
+def attention_distances(model, resolved, tokens: np.ndarray) -> np.ndarray:
+    """Mean attention distance [layers, H] of `model` on token windows [B,T] (evaluation positions)."""
+    b, t = tokens.shape
+    pos = resolved.positions.sample(b, t, key=jax.random.key(0), train=False)
+    model(jnp.asarray(tokens), pos)
+    sown = nnx.pop(model, nnx.Intermediate)
+    per_layer = [
+        sown["blocks"][i]["attn"]["weights"].get_value()[0] for i in range(len(model.blocks))
+    ]  # [B,H,T,S]
+    return np.stack([mean_attention_distance(w) for w in per_layer])
+
+
+def run_windows(run_dir: str | Path, config, length: int, count: int) -> np.ndarray:
+    """Up to `count` test windows [B, length] of a run's data (test split; for task runs, the longest test input)."""
+    if config.task.task is not None:
+        from research.train_task import eval_batch, resolve_task, sequence_length
+
+        task = resolve_task(config)
+        n = max(m for m in range(1, config.task.eval_max_length + 1) if sequence_length(task, m) <= length)
+        return eval_batch(task, n, examples=count, length=sequence_length(task, n))[0]
+    from research.data.pipeline import prepare_data
+
+    tokens = np.asarray(prepare_data(config.data).splits["test"].tokens)
+    windows = min(count, len(tokens) // length)
+    if windows == 0:
+        raise ValueError(f"the test split has {len(tokens)} tokens, fewer than one window of {length}")
+    return tokens[: windows * length].reshape(windows, length)
+
+
+def plot_attention_distance(
+    run_dir: str | Path, *, multipliers=(1, 4), windows: int = 8, out: Path | None = None
+) -> tuple[Path, dict]:
+    """Figure (and values) of the mean attention distance per head, per layer, at multiples of the training length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config, model, resolved = load_trained_model(run_dir)
+    train_len = resolved.dims.max_len
+    values = {}
+    for mult in multipliers:
+        tokens = run_windows(run_dir, config, mult * train_len, windows)
+        values[tokens.shape[1]] = attention_distances(model, resolved, tokens)  # [L,H]
+    layers = next(iter(values.values())).shape[0]
+    fig, axes = plt.subplots(1, layers, figsize=(3.6 * layers, 3.4), squeeze=False, sharey=True)
+    for layer, ax in enumerate(axes[0]):
+        for length, d in values.items():
+            ax.plot(np.arange(d.shape[1]), d[layer], marker="o", label=f"T={length}")
+        ax.set_title(f"layer {layer}")
+        ax.set_xlabel("head")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean attention distance (tokens)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{Path(run_dir).name}: {config.model.positional.get('name')} (trained, test windows)")
+    fig.tight_layout()
+    out = Path(out) if out else Path(run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "attention_distance.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path, values

@@ -1,6 +1,9 @@
-"""Figures of what positional schemes do before training: `python scripts/plot_positional.py NAME|all`.
+"""Figures of what positional schemes do: `python scripts/plot_positional.py NAME|all` (before training) and
+`python scripts/plot_positional.py --run RUN_DIR` (a trained run: mean attention distance per head and layer, at
+1x and 4x the training length).
 
-Writes results/positional_gallery/<name>.png and, for `all`, an index README.md.
+Writes results/positional_gallery/<name>.png and, for `all`, an index README.md; for --run, RUN_DIR/figures/
+attention_distance.png (or --out) and the values on stdout.
 """
 
 from __future__ import annotations
@@ -9,20 +12,34 @@ import argparse
 import sys
 from pathlib import Path
 
-from research.diagnostics import plot_scheme
+from research.diagnostics import plot_attention_distance, plot_scheme
 from research.positional import POSITIONAL, Dims
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="+", help="registered scheme names, or 'all'")
-    parser.add_argument("--out", default="results/positional_gallery")
+    parser.add_argument("names", nargs="*", help="registered scheme names, or 'all'")
+    parser.add_argument("--run", action="append", default=[], help="a finished run directory (repeatable)")
+    parser.add_argument(
+        "--multipliers", type=int, nargs="+", default=[1, 4], help="for --run: lengths / train length"
+    )
+    parser.add_argument("--out", default=None, help="default: results/positional_gallery, or RUN_DIR/figures")
     parser.add_argument(
         "--length", type=int, default=128, help="positions shown (training length of the build)"
     )
     parser.add_argument("--d_model", type=int, default=128)
     parser.add_argument("--heads", type=int, default=8)
     args = parser.parse_args(argv)
+    if not args.names and not args.run:
+        parser.error("name a scheme (or 'all'), or pass --run RUN_DIR")
+    for run in args.run:
+        path, values = plot_attention_distance(run, multipliers=args.multipliers, out=args.out)
+        for length, distances in values.items():
+            for layer, row in enumerate(distances):
+                print(f"{run}  T={length}  layer {layer}: " + " ".join(f"{d:6.2f}" for d in row))
+        print(f"figure: {path}")
+    if not args.names:
+        return 0
     names = POSITIONAL.names() if args.names == ["all"] else args.names
     dims = Dims(
         d_model=args.d_model,
@@ -31,7 +48,7 @@ def main(argv=None) -> int:
         num_layers=4,
         max_len=args.length,
     )
-    out = Path(args.out)
+    out = Path(args.out or "results/positional_gallery")
     paths = []
     for name in names:
         paths.append(plot_scheme(name, out, dims=dims, length=args.length))

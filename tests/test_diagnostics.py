@@ -28,3 +28,37 @@ def test_similarity_diagonal_and_rope_envelope_peak():
 
 def test_plot_writes_a_png(tmp_path):
     assert plot_scheme("alibi", tmp_path, dims=DIMS, length=16).stat().st_size > 1000
+
+
+def test_mean_attention_distance_formula():
+    """Uniform causal attention over S = T keys: query i averages distances 0..i, i.e. i/2; a one-hot on the key
+    k steps back gives k."""
+    from research.diagnostics import mean_attention_distance
+
+    t = 6
+    uniform = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]  # [T,S]
+    got = mean_attention_distance(uniform[None, None])  # [1 head]
+    np.testing.assert_allclose(got, [np.mean(np.arange(t) / 2)])
+    back2 = np.zeros((t, t))
+    for i in range(t):
+        back2[i, max(i - 2, 0)] = 1.0
+    np.testing.assert_allclose(
+        mean_attention_distance(back2[None, None]), [np.mean(np.minimum(np.arange(t), 2))]
+    )
+
+
+def test_trained_run_attention_distance(tmp_path):
+    """From a run directory: the sown weights of every layer and head; ALiBi's steepest head attends closer than
+    its flattest one, and the figure is written."""
+    from research.diagnostics import plot_attention_distance
+    from research.train import train_and_evaluate
+
+    from .conftest import tiny_config
+
+    train_and_evaluate(tiny_config("alibi", steps=2), tmp_path / "run", log=lambda m: None)
+    path, values = plot_attention_distance(tmp_path / "run", multipliers=(1, 2), windows=2)
+    assert path.stat().st_size > 1000
+    assert sorted(values) == [16, 32]
+    assert values[16].shape == (2, 4)  # layers x heads
+    assert (values[32] > 0).all() and (values[16] <= 15 / 2 + 1e-6).all()
+    assert values[32][0, 0] < values[32][0, -1]  # slope 1/4 (head 0) vs 1/256 (head 3)
