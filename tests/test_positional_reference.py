@@ -45,6 +45,32 @@ def test_sinusoidal_hand_values_and_any_shape():
     assert table[0, 1, 2] == pytest.approx(math.sin(1.0 / 10000 ** (2 / 8)), abs=1e-6)
 
 
+def test_scaled_sinusoidal_is_a_learned_multiple_of_the_table():
+    """x + g PE[pos] with g = d^-1/2 at initialisation (numpy Vaswani formula); g is a trainable scalar."""
+    from research.config import resolve_spec
+    from research.positional import POSITIONAL
+
+    d = 16
+    dims = Dims(d_model=d, num_heads=2, head_dim=8, num_layers=1, max_len=32)
+    pe = resolve_spec(POSITIONAL, "scaled_sinusoidal", field="p").build(dims, rngs=nnx.Rngs(0))
+    pos = np.arange(20)
+    table = np.array(
+        [[f(p / 10000 ** (2 * (i // 2) / d)) for i, f in zip(range(d), [np.sin, np.cos] * d)] for p in pos]
+    )
+    x = jnp.ones((1, 20, d))
+    np.testing.assert_allclose(pe.embed(x, jnp.asarray(pos)[None])[0], 1 + table / math.sqrt(d), atol=2e-5)
+    params = nnx.state(pe, nnx.Param)
+    assert [v.shape for v in jax.tree.leaves(params)] == [()]
+
+    graphdef, state = nnx.split(pe)
+    grad = jax.grad(lambda st: jnp.sum(nnx.merge(graphdef, st).embed(x, jnp.asarray(pos)[None]) ** 2))(state)
+    assert abs(float(jax.tree.leaves(grad)[0])) > 0  # the scale learns
+    unit = resolve_spec(POSITIONAL, {"name": "scaled_sinusoidal", "init_scale": 1.0}, field="p").build(
+        dims, rngs=nnx.Rngs(0)
+    )
+    np.testing.assert_allclose(unit.embed(x, jnp.asarray(pos)[None])[0], 1 + table, atol=2e-5)
+
+
 # ------------------------------------------------------------------------------------------------- rope
 
 

@@ -16,6 +16,7 @@ from research.positional import (  # noqa: F401  (register)
     positions,
     rope,
     sandwich,  # noqa: F401  (register)
+    scaled_sinusoidal,  # noqa: F401  (register)
     sinusoidal,
     t5_bias,
     xl_relative,  # noqa: F401  (register)
