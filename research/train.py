@@ -324,6 +324,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         "steps": t.steps,
         "tokens": {name: int(len(s.tokens)) for name, s in data.splits.items()},
         "bytes": {name: int(s.num_bytes) for name, s in data.splits.items()},
+        "oov_rate": {name: s.oov_rate for name, s in data.splits.items()},
+        "tokenizer": data.tokenizer.name,
         "vocab_size": vocab_size,
         "wall_time_s": time.time() - start_time,
         "resumed_from_step": start_step,

@@ -37,6 +37,8 @@ class TokenSplit:
     num_bytes: int
     """UTF-8 bytes of the split's documents (the bits-per-byte denominator)."""
     num_documents: int
+    oov_rate: float = 0.0
+    """Fraction of the split's document tokens (separators excluded) that are the tokenizer's <unk>."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,15 @@ def tokenize_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray
     return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, np.int32)
 
 
+def oov_rate(tokenizer: Tokenizer, tokens: np.ndarray) -> float:
+    """Fraction of non-separator tokens equal to the tokenizer's `unk_id` (0 for open vocabularies)."""
+    unk = getattr(tokenizer, "unk_id", None)
+    real = tokens[tokens != tokenizer.doc_id]
+    if unk is None or real.size == 0:
+        return 0.0
+    return float(np.mean(real == unk))
+
+
 def split_documents(corpus: Corpus, split: str, max_eval_bytes: int | None) -> list[str]:
     """The documents of a split, with valid/test cut to max_eval_bytes (train is never cut)."""
     docs = corpus.documents(split)
@@ -99,5 +110,7 @@ def prepare_data(data_config: DataConfig) -> Dataset:
             np.save(buffer, tokens)
             atomic_write(path, buffer.getvalue())
         num_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
-        splits[split] = TokenSplit(tokens=tokens, num_bytes=num_bytes, num_documents=len(docs))
+        splits[split] = TokenSplit(
+            tokens=tokens, num_bytes=num_bytes, num_documents=len(docs), oov_rate=oov_rate(tokenizer, tokens)
+        )
     return Dataset(tokenizer=tokenizer, corpus_name=corpus.name, splits=splits)

@@ -1,0 +1,145 @@
+"""Closed-vocabulary tokenizers (char, word): lossless without unknowns, deterministic vocabularies, <unk>,
+out-of-vocabulary rates, and exact bits-per-byte bookkeeping for every registered tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from research.config import ConfigError, DataConfig
+from research.data.pipeline import prepare_data
+from research.evaluate import evaluate_split
+from research.tokenization import TOKENIZERS, Tokenizer, resolve_tokenizer
+from research.tokenization.vocab import DOC_ID, UNK_ID, pretokenize_words
+
+from .test_tokenization import TRICKY, tiny_documents
+
+
+def build(name, docs, **options):
+    return resolve_tokenizer({"name": name, **options}).build(docs)
+
+
+@pytest.mark.parametrize("name", ["char", "word"])
+@pytest.mark.parametrize("text", TRICKY)
+def test_round_trip_without_unknowns(name, text):
+    tok = build(name, TRICKY)
+    assert isinstance(tok, Tokenizer)
+    ids = tok.encode(text)
+    assert ids.dtype == np.int32 and not (ids == UNK_ID).any() and not (ids == DOC_ID).any()
+    assert tok.decode(ids) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text())
+def test_word_pretokens_concatenate_to_the_text(text):
+    pieces = pretokenize_words(text)
+    assert "".join(pieces) == text
+    assert all(pieces)  # no empty tokens
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(min_size=1))
+def test_char_round_trip_any_text(text):
+    tok = build("char", [text])
+    assert tok.decode(tok.encode(text)) == text
+    assert len(tok.encode(text)) == len(text)
+
+
+def test_word_split_is_gpt2_style():
+    assert pretokenize_words("Hello, world!  Two\nlines") == [
+        "Hello",
+        ",",
+        " world",
+        "!",
+        " ",
+        " Two",
+        "\n",
+        "lines",
+    ]
+
+
+def test_vocabulary_order_min_count_and_max_size():
+    docs = ["b a a c c c", "a c"]
+    tok = build("word", docs)
+    # counts: ' c' 4 ... order by count then string; specials first.
+    counts = Counter(t for d in docs for t in pretokenize_words(d))
+    expected = sorted(counts, key=lambda t: (-counts[t], t))
+    assert tok.pieces() == ["<unk>", "<doc>", *expected]
+    assert build("word", docs, min_count=2).pieces() == [
+        "<unk>",
+        "<doc>",
+        *[t for t in expected if counts[t] >= 2],
+    ]
+    assert build("word", docs, max_size=4).pieces() == ["<unk>", "<doc>", *expected[:2]]
+    assert build("word", list(reversed(docs))).pieces() == tok.pieces()  # document order does not matter
+    assert tok.fingerprint != build("word", docs, max_size=4).fingerprint
+
+
+def test_unknowns_become_unk_and_decode_as_replacement_char():
+    tok = build("word", ["the cat sat"])
+    ids = tok.encode("the dog sat")
+    assert ids.tolist()[1] == UNK_ID
+    assert tok.decode(ids) == "the\ufffd sat"
+    ctok = build("char", ["abc"])
+    assert ctok.encode("abz").tolist()[-1] == UNK_ID
+
+
+def test_bad_options_name_the_field():
+    with pytest.raises(ConfigError, match="data.tokenizer.min_count"):
+        resolve_tokenizer({"name": "word", "min_count": 0}).validate()
+    with pytest.raises(ConfigError, match="data.tokenizer.max_size"):
+        resolve_tokenizer({"name": "char", "max_size": 2}).validate()
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    docs = tiny_documents(12) + ["Zebra quagga okapi, é 🤖.\nxylophone"]
+    for i, doc in enumerate(docs):
+        (folder / f"{i:02d}.txt").write_text(doc, encoding="utf-8")
+    return DataConfig(
+        corpus={"name": "text", "path": str(folder), "valid_fraction": 0.2, "test_fraction": 0.2}
+    )
+
+
+def test_oov_rate_per_split(corpus):
+    ds = prepare_data(dataclasses.replace(corpus, tokenizer={"name": "word", "min_count": 3}))
+    for split in ds.splits.values():
+        real = split.tokens[split.tokens != DOC_ID]
+        assert split.oov_rate == pytest.approx(np.mean(real == UNK_ID))
+    assert ds.splits["train"].oov_rate > 0  # min_count 3 leaves rare train words out
+    byte = prepare_data(dataclasses.replace(corpus, tokenizer={"name": "byte"}))
+    assert all(s.oov_rate == 0.0 for s in byte.splits.values())
+
+
+@pytest.mark.parametrize("name", TOKENIZERS.names())
+def test_bits_per_byte_is_total_bits_over_bytes(name, corpus, tmp_path):
+    """A model that puts probability 1/V on every token: total NLL = (N - 1) ln V nats over the split's N tokens;
+    bits per byte = (N - 1) log2 V / UTF-8 bytes of the split's documents, counted here from the raw files."""
+    options = {"vocab_size": 300} if name in ("bpe", "unigram") else {}
+    ds = prepare_data(dataclasses.replace(corpus, tokenizer={"name": name, **options}, max_eval_bytes=None))
+    split = ds.splits["test"]
+    v = ds.tokenizer.vocab_size
+
+    def uniform_step(params, inputs, targets, mask):
+        m = jnp.asarray(mask, jnp.float32)
+        return jnp.sum(m) * math.log(v), jnp.sum(m)
+
+    from research.parallel import make_mesh
+
+    out = evaluate_split(uniform_step, None, split, length=16, batch_size=4, mesh=make_mesh())
+    from research.data.corpora import resolve_corpus
+
+    raw = resolve_corpus(corpus.corpus).load().documents("test")
+    num_bytes = sum(len(d.encode("utf-8")) for d in raw)
+    assert split.num_bytes == num_bytes
+    assert out["bpb"] == pytest.approx((len(split.tokens) - 1) * math.log2(v) / num_bytes, rel=1e-6)
