@@ -74,6 +74,7 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
             *metric_names,
             "params_total",
             "params_embedding",
+            "params_readout",
             "params_positional",
             "params_rest",
             "wall_time_s",
@@ -86,7 +87,7 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
                 r["name"],
                 *(r["knobs"].get(k, "") for k in knob_names),
                 *(s["metrics"].get(m, "") for m in metric_names),
-                *(s["params"][k] for k in ("total", "embedding", "positional", "rest")),
+                *(s["params"].get(k, 0) for k in ("total", "embedding", "readout", "positional", "rest")),
                 round(s["wall_time_s"], 1),
             ]
         )

@@ -106,14 +106,14 @@ def make_train_step(graphdef, tx, positions, seed: int):
     """Pure (params, opt_state, inputs[B,T], targets[B,T], step) -> (params, opt_state, loss); donated state."""
     base_key = jax.random.key(seed)
 
-    def loss_fn(params, inputs, targets, pos):
-        logits = nnx.merge(graphdef, params)(inputs, pos)  # [B,T,V]
+    def loss_fn(params, inputs, targets, pos, key):
+        logits = nnx.merge(graphdef, params)(inputs, pos, key=key)  # [B,T,V]
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
     def train_step(params, opt_state, inputs, targets, step):
         key = jax.random.fold_in(base_key, step)
         pos = positions.sample(inputs.shape[0], inputs.shape[1], key=key, train=True)
-        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, pos)
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, pos, jax.random.fold_in(key, 1))
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -262,7 +262,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         return {f"valid/{k}": v for k, v in out.items() if k != "tokens"}
 
     log(
-        f"{counts['total']:,} parameters ({counts['embedding']:,} embedding, {counts['positional']:,} "
+        f"{counts['total']:,} parameters ({counts['embedding']:,} embedding, {counts['readout']:,} readout, "
+        f"{counts['positional']:,} "
         f"positional, {counts['rest']:,} rest); vocab {vocab_size}; {len(train_tokens):,} train tokens; "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
     )

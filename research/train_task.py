@@ -118,14 +118,16 @@ def make_train_step(graphdef, tx, positions, seed: int):
     """(params, opt_state, inputs, targets, mask, lengths, step) -> (params, opt_state, loss); donated state."""
     base_key = jax.random.key(seed)
 
-    def loss_fn(params, inputs, targets, mask, pos):
-        logits = nnx.merge(graphdef, params)(inputs, pos)  # [B,T,V]
+    def loss_fn(params, inputs, targets, mask, pos, key):
+        logits = nnx.merge(graphdef, params)(inputs, pos, key=key)  # [B,T,V]
         return _masked_loss(logits, targets, mask)
 
     def train_step(params, opt_state, inputs, targets, mask, lengths, step):
         key = jax.random.fold_in(base_key, step)
         pos = positions.sample(inputs.shape[0], inputs.shape[1], key=key, train=True, lengths=lengths)
-        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, mask, pos)
+        loss, grads = jax.value_and_grad(loss_fn)(
+            params, inputs, targets, mask, pos, jax.random.fold_in(key, 1)
+        )
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 

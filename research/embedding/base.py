@@ -1,9 +1,11 @@
 """The token-embedding interface.
 
 A design maps token ids to vectors and vectors back to vocabulary logits:
-    embed(tokens[B,T] int32) -> x[B,T,E]
-    unembed(x[B,T,E]) -> logits[B,T,V]     (tied to the input table, or a separate readout)
+    embed(tokens[B,T] int32, *, key=None) -> x[B,T,d_model]
+    unembed(x[B,T,d_model]) -> logits[B,T,V]     (tied to the input side, or a separate readout)
 Designs are frozen configs registered in EMBEDDINGS whose `build(vocab_size, d_model, rngs=...)` returns the module.
+`key` is a PRNG key in training (for dropout) and None at evaluation (deterministic). Parameters of an untied output
+layer live in attributes whose names start with `readout`, so parameter counts can report them apart.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from research.registry import Registry
@@ -19,7 +22,7 @@ EMBEDDINGS: Registry[type[EmbeddingConfig]] = Registry("embedding")
 
 
 class TokenEmbedding(nnx.Module):
-    def embed(self, tokens: jax.Array) -> jax.Array:  # [B,T] -> [B,T,E]
+    def embed(self, tokens: jax.Array, *, key: jax.Array | None = None) -> jax.Array:  # [B,T] -> [B,T,E]
         raise NotImplementedError
 
     def unembed(self, x: jax.Array) -> jax.Array:  # [B,T,E] -> [B,T,V]
@@ -33,3 +36,11 @@ class EmbeddingConfig:
 
     def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs) -> TokenEmbedding:
         raise NotImplementedError
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout of elements of x with probability `rate`; the identity when key is None (evaluation)."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))

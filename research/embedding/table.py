@@ -2,7 +2,11 @@
 
 Each token id indexes a learned row of a [V, E] table (Bengio et al. 2003; the standard LM input layer). The readout
 either reuses the table (tied: logits = x Wᵀ, Press & Wolf 2017, arXiv 1608.05859) or owns a separate [E, V] matrix.
-`scale="sqrt_d"` multiplies the looked-up vectors by sqrt(E), as Vaswani et al. 2017 do.
+Options:
+- `scale="sqrt_d"` multiplies the looked-up vectors by sqrt(E), as Vaswani et al. 2017 do;
+- `norm=true` applies a LayerNorm to the looked-up vectors (BERT, Devlin et al. 2019);
+- `dropout=p` drops elements of the embedded vectors with probability p in training (inverted dropout; none at
+  evaluation). It is element dropout on the output of the lookup, not Gal & Ghahramani's dropout of whole word types.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding
+from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, dropout
+
+
+def lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
+    """table[V,E], tokens[B,T] -> [B,T,E]."""
+    return jnp.take(table, tokens, axis=0)
 
 
 @EMBEDDINGS.register("table")
@@ -27,10 +36,18 @@ class TableConfig(EmbeddingConfig):
     """Multiply looked-up vectors by sqrt(E) ('sqrt_d') or not."""
     init_std: float = 0.02
     """Standard deviation of the normal initialiser of the table (and readout)."""
+    norm: bool = False
+    """LayerNorm after the lookup (and scaling)."""
+    dropout: float = 0.0
+    """Element dropout probability on the embedded vectors, in training only."""
 
     def validate(self, *, vocab_size: int, d_model: int) -> None:
         if self.scale not in ("none", "sqrt_d"):
             raise ValueError(f"model.embedding.scale: expected 'none' or 'sqrt_d', got {self.scale!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.embedding.dropout: expected 0 <= p < 1, got {self.dropout}")
+        if not self.init_std > 0:
+            raise ValueError(f"model.embedding.init_std: expected > 0, got {self.init_std}")
 
     def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs) -> TokenEmbedding:
         return TableEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
@@ -44,9 +61,14 @@ class TableEmbedding(TokenEmbedding):
             None if config.tied else nnx.Param(init(rngs.params(), (d_model, vocab_size), jnp.float32))
         )  # [E,V]
         self.multiplier = math.sqrt(d_model) if config.scale == "sqrt_d" else 1.0
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs) if config.norm else None
+        self.rate = config.dropout
 
-    def embed(self, tokens: jax.Array) -> jax.Array:
-        return jnp.take(self.table[...], tokens, axis=0) * self.multiplier  # [B,T,E]
+    def embed(self, tokens: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        x = lookup(self.table[...], tokens) * self.multiplier  # [B,T,E]
+        if self.norm is not None:
+            x = self.norm(x)
+        return dropout(x, self.rate, key)
 
     def unembed(self, x: jax.Array) -> jax.Array:
         if self.readout is None:

@@ -83,9 +83,12 @@ class Transformer(nnx.Module):
         self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = RMSNorm(config.d_model)
 
-    def __call__(self, tokens: jax.Array, pos: jax.Array, *, dtype=jnp.float32) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, pos: jax.Array, *, key: jax.Array | None = None, dtype=jnp.float32
+    ) -> jax.Array:
+        """tokens[B,T], pos[B,T] -> logits[B,T,V]; `key` (training only) drives the embedding's dropout."""
         pe = self.positional
-        x = self.embedding.embed(tokens).astype(dtype)  # [B,T,E]
+        x = self.embedding.embed(tokens, key=key).astype(dtype)  # [B,T,E]
         x = pe.embed(x, pos)
         for layer, block in enumerate(self.blocks):
             x = x + block.attn(
@@ -99,17 +102,24 @@ class Transformer(nnx.Module):
 
 
 def parameter_counts(model: Transformer) -> dict[str, int]:
-    """Parameters split into embedding (table + readout), positional and the rest (nanoGPT reports the latter)."""
+    """Parameters split into embedding (the input side: tables, projections), readout (an untied output layer: the
+    embedding module's `readout*` attributes), positional and the rest (the count nanoGPT reports)."""
 
     def count(module) -> int:
         return sum(int(x.size) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
     total = count(model)
-    embedding = count(model.embedding)
+    readout = sum(
+        count(value) if isinstance(value, nnx.Module) else int(value.size)
+        for name, value in vars(model.embedding).items()
+        if name.startswith("readout") and isinstance(value, (nnx.Module, nnx.Param))
+    )
+    embedding = count(model.embedding) - readout
     positional = count(model.positional)
     return {
         "total": total,
         "embedding": embedding,
+        "readout": readout,
         "positional": positional,
-        "rest": total - embedding - positional,
+        "rest": total - embedding - readout - positional,
     }

@@ -1,0 +1,121 @@
+"""Token-embedding designs: registry-wide contract (shapes, dtypes, jit, tied readout shares parameters), each design
+against a numpy transcription of its formula, dropout and parameter counts."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from research.config import ConfigError, ModelConfig, resolve_spec
+from research.embedding import EMBEDDINGS
+from research.model.transformer import Transformer, parameter_counts, resolve_model
+
+V, D = 50, 16
+OPTIONS = {"factorized": {"embed_dim": 8}}
+
+
+def build(name, **options):
+    config = resolve_spec(
+        EMBEDDINGS, {"name": name, **OPTIONS.get(name, {}), **options}, field="model.embedding"
+    )
+    config.validate(vocab_size=V, d_model=D)
+    return config.build(vocab_size=V, d_model=D, rngs=nnx.Rngs(0))
+
+
+TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, V, (2, 7)), jnp.int32)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("name", EMBEDDINGS.names())
+def test_contract_shapes_dtypes_jit(name, tied):
+    emb = build(name, tied=tied)
+    graphdef, state = nnx.split(emb)
+    traces = []
+
+    @jax.jit
+    def run(state, tokens):
+        traces.append(1)
+        m = nnx.merge(graphdef, state)
+        x = m.embed(tokens)
+        return x, m.unembed(x)
+
+    x, logits = run(state, TOKENS)
+    assert x.shape == (2, 7, D) and x.dtype == jnp.float32
+    assert logits.shape == (2, 7, V) and logits.dtype == jnp.float32
+    run(state, TOKENS + 1)
+    assert len(traces) == 1  # no retracing for new token values
+
+
+@pytest.mark.parametrize("name", EMBEDDINGS.names())
+def test_tied_readout_really_shares_parameters(name):
+    """Tied: no readout parameter, and the readout's gradient reaches the input table."""
+    tied, untied = build(name, tied=True), build(name, tied=False)
+    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    assert count(untied) - count(tied) == D * V
+    graphdef, state = nnx.split(tied)
+    h = jnp.ones((1, 1, D))
+    grads = jax.grad(lambda st: nnx.merge(graphdef, st).unembed(h)[0, 0, 3])(state)
+    assert float(jnp.abs(grads["table"][...][3]).sum()) > 0  # row 3 of the table is the readout of token 3
+
+
+def test_table_formula_and_options():
+    emb = build("table", scale="sqrt_d")
+    table = np.asarray(emb.table[...])
+    np.testing.assert_allclose(emb.embed(TOKENS), table[np.asarray(TOKENS)] * np.sqrt(D), rtol=1e-6)
+    h = np.random.default_rng(1).normal(size=(2, 7, D)).astype(np.float32)
+    np.testing.assert_allclose(emb.unembed(jnp.asarray(h)), h @ table.T, rtol=1e-5, atol=1e-5)
+    normed = build("table", norm=True).embed(TOKENS)
+    np.testing.assert_allclose(np.asarray(normed).mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(normed).std(-1), 1, atol=1e-2)
+
+
+def test_factorized_formula_and_parameter_count():
+    emb = build("factorized", embed_dim=4)
+    t, p = np.asarray(emb.table[...], np.float64), np.asarray(emb.projection[...], np.float64)
+    assert t.shape == (V, 4) and p.shape == (4, D)
+    np.testing.assert_allclose(emb.embed(TOKENS), t[np.asarray(TOKENS)] @ p, rtol=1e-5, atol=1e-6)
+    h = np.random.default_rng(2).normal(size=(2, 7, D))
+    np.testing.assert_allclose(
+        emb.unembed(jnp.asarray(h, jnp.float32)), (h @ p.T) @ t.T, rtol=1e-4, atol=1e-5
+    )
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(emb, nnx.Param))) == V * 4 + 4 * D
+
+
+@pytest.mark.parametrize("name", EMBEDDINGS.names())
+def test_dropout_only_in_training(name):
+    emb = build(name, dropout=0.5)
+    clean = emb.embed(TOKENS)
+    np.testing.assert_array_equal(emb.embed(TOKENS, key=None), clean)  # evaluation: deterministic, no dropout
+    dropped = np.asarray(emb.embed(TOKENS, key=jax.random.key(0)))
+    zero = dropped == 0
+    assert 0.35 < zero.mean() < 0.65
+    np.testing.assert_allclose(dropped[~zero], 2 * np.asarray(clean)[~zero], rtol=1e-6)  # inverted scaling
+
+
+def test_parameter_counts_split_embedding_and_readout():
+    def counts(embedding):
+        cfg = ModelConfig(d_model=D, num_layers=1, num_heads=2, embedding=embedding)
+        r = resolve_model(cfg, max_len=8, vocab_size=V)
+        return parameter_counts(Transformer(r, vocab_size=V, rngs=nnx.Rngs(0)))
+
+    tied, untied = counts({"name": "table"}), counts({"name": "table", "tied": False})
+    assert tied["embedding"] == V * D and tied["readout"] == 0
+    assert untied["embedding"] == V * D and untied["readout"] == D * V
+    assert tied["rest"] == untied["rest"]
+    fact = counts({"name": "factorized", "embed_dim": 4})
+    assert fact["embedding"] == V * 4 + 4 * D and fact["readout"] == 0 and fact["rest"] == tied["rest"]
+    for c in (tied, untied, fact):
+        assert c["total"] == c["embedding"] + c["readout"] + c["positional"] + c["rest"]
+
+
+def test_bad_embedding_options_name_the_field():
+    cfg = lambda e: ModelConfig(d_model=D, num_layers=1, num_heads=2, embedding=e)
+    with pytest.raises(ConfigError, match="model.embedding.*table"):
+        resolve_model(cfg({"name": "tabel"}), max_len=8, vocab_size=V)
+    with pytest.raises(ConfigError, match="model.embedding.dropout"):
+        resolve_model(cfg({"name": "table", "dropout": 1.0}), max_len=8, vocab_size=V)
+    with pytest.raises(ConfigError, match="model.embedding.embed_dim"):
+        resolve_model(cfg({"name": "factorized", "embed_dim": 0}), max_len=8, vocab_size=V)
