@@ -60,7 +60,12 @@ def get_config(arg: str = "") -> Config:
             batch_size=32 if not k.runlocal else 4,
             max_eval_bytes=eval_bytes,
         ),
-        model=ModelConfig(d_model=d_model, num_layers=layers, num_heads=4, positional=SPECS.get(k.positional, {"name": k.positional})),
+        model=ModelConfig(
+            d_model=d_model,
+            num_layers=layers,
+            num_heads=4,
+            positional=SPECS.get(k.positional, {"name": k.positional}),
+        ),
         train=TrainConfig(
             steps=steps,
             learning_rate=6e-3,  # best of {2e-3, 6e-3, 1.2e-2} for rope at 400 steps
