@@ -119,3 +119,33 @@ def test_bad_embedding_options_name_the_field():
         resolve_model(cfg({"name": "table", "dropout": 1.0}), max_len=8, vocab_size=V)
     with pytest.raises(ConfigError, match="model.embedding.embed_dim"):
         resolve_model(cfg({"name": "factorized", "embed_dim": 0}), max_len=8, vocab_size=V)
+
+
+def test_nearest_neighbours_and_pca():
+    from research.inspect_embeddings import nearest_neighbours, pca_2d
+
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    assert [i for i, _ in nearest_neighbours(vectors, 0, 3)] == [1, 2, 3]
+    assert nearest_neighbours(vectors, 0, 1)[0][1] == pytest.approx(0.9 / np.hypot(0.9, 0.1))
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 5)) * np.array([5.0, 2.0, 0.5, 0.1, 0.1])
+    xy, ratio = pca_2d(data)
+    centred = data - data.mean(0)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(centred.T)))[::-1]
+    np.testing.assert_allclose(ratio, eig[:2] / eig.sum(), rtol=1e-8)
+    np.testing.assert_allclose(np.var(xy, axis=0, ddof=1), eig[:2], rtol=1e-8)
+
+
+def test_inspect_a_trained_run(tmp_path):
+    from research.inspect_embeddings import inspect
+    from research.train import train_and_evaluate
+
+    from .conftest import tiny_config
+
+    train_and_evaluate(tiny_config("nope", steps=2), tmp_path / "run", log=lambda m: None)
+    result = inspect(tmp_path / "run", tokens=["e", " "], k=3)
+    assert result["figure"].stat().st_size > 1000
+    assert [len(v) for v in result["neighbours"].values()] == [3, 3]
+    assert all(p != "e" for p, _ in result["neighbours"]["e"])
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        inspect(tmp_path / "run", tokens=["no such token"])

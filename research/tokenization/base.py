@@ -33,7 +33,11 @@ class Tokenizer(Protocol):
         ...
 
     def decode(self, ids) -> str:
-        """Ids (any int sequence) -> str; the exact inverse of encode."""
+        """Ids (any int sequence) -> str; the exact inverse of encode (closed vocabularies: without <unk>)."""
+        ...
+
+    def pieces(self) -> list[str]:
+        """A readable string for every id (for diagnostics and for aligning pretrained vectors)."""
         ...
 
 

@@ -28,6 +28,10 @@ class ByteTokenizer:
         # a truncated multi-byte sequence (e.g. a model sample) decodes with U+FFFD instead of failing
         return ids[ids != self.doc_id].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
+    def pieces(self) -> list[str]:
+        """Printable ASCII bytes as themselves, others as <0xNN>; the separator as <doc>."""
+        return [chr(b) if 32 <= b < 127 else f"<0x{b:02X}>" for b in range(256)] + ["<doc>"]
+
 
 @TOKENIZERS.register("byte")
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -58,6 +58,10 @@ class SentencePieceTokenizer:
     def decode(self, ids) -> str:
         return self._sp.decode(np.asarray(ids, dtype=np.int64).reshape(-1).tolist())
 
+    def pieces(self) -> list[str]:
+        """The piece of every id, as SentencePiece writes it ('▁' for a space, '<0x0A>' for byte fallbacks)."""
+        return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+
 
 def training_lines(documents: list[str], max_lines: int) -> list[str]:
     """Documents -> the non-empty segments between cut characters; evenly strided down to max_lines."""

@@ -1,0 +1,84 @@
+"""What a trained token-embedding table learned: nearest neighbours of chosen tokens (cosine similarity) and a 2-D
+PCA projection of the table, coloured by log train-split frequency.
+
+`python scripts/inspect_embeddings.py RUN_DIR [--tokens the of 1] [--k 8] [--out FOLDER]`
+
+The table is the input side of the embedding design as the model sees it: for `table`, the rows; for `factorized`,
+table @ projection (each token's d_model vector). Tokens are named by the tokenizer's `pieces()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from research.diagnostics import load_trained_model
+
+
+def token_vectors(model) -> np.ndarray:
+    """[V, d_model] input vectors of every token id (before positional information), without dropout."""
+    import jax.numpy as jnp
+
+    vocab = model.embedding.table[...].shape[0]
+    ids = jnp.arange(vocab, dtype=jnp.int32)[None]  # [1,V]
+    return np.asarray(model.embedding.embed(ids)[0], dtype=np.float64)  # [V,d]
+
+
+def nearest_neighbours(vectors: np.ndarray, index: int, k: int) -> list[tuple[int, float]]:
+    """The k ids with the highest cosine similarity to `index` (itself excluded), best first."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit[index]
+    sims[index] = -np.inf
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [(int(i), float(sims[i])) for i in order]
+
+
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projection of the centred rows on the top two principal axes, and the explained-variance ratios."""
+    centred = vectors - vectors.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T, (s[:2] ** 2) / np.sum(s**2)
+
+
+def inspect(
+    run_dir: str | Path, *, tokens: list[str] | None = None, k: int = 8, out: Path | None = None
+) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.data.pipeline import prepare_data
+
+    config, model, _ = load_trained_model(run_dir)
+    if config.task.task is not None:
+        raise ValueError(f"{run_dir}: a synthetic-task run has no tokenizer to inspect")
+    data = prepare_data(config.data)
+    pieces = data.tokenizer.pieces()
+    vectors = token_vectors(model)
+    counts = np.bincount(data.splits["train"].tokens, minlength=len(pieces))
+    lookup = {p: i for i, p in enumerate(pieces)}
+    if not tokens:
+        tokens = [pieces[i] for i in np.argsort(-counts, kind="stable")[:6]]
+    missing = [t for t in tokens if t not in lookup]
+    if missing:
+        raise KeyError(f"not in the vocabulary of {data.tokenizer.name}: {missing}")
+    neighbours = {t: [(pieces[i], s) for i, s in nearest_neighbours(vectors, lookup[t], k)] for t in tokens}
+
+    xy, ratio = pca_2d(vectors)
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=np.log10(counts + 1), s=8, cmap="viridis")
+    fig.colorbar(points, ax=ax, label="log10(train count + 1)")
+    for i in np.argsort(-counts, kind="stable")[:40]:
+        ax.annotate(repr(pieces[i])[1:-1], xy[i], fontsize=7, alpha=0.8)
+    ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
+    ax.set_title(f"{Path(run_dir).name}: {data.tokenizer.name} embedding table (40 most frequent labelled)")
+    fig.tight_layout()
+    out = Path(out) if out else Path(run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "embedding_pca.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"figure": path, "neighbours": neighbours, "explained_variance": ratio.tolist()}
