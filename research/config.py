@@ -33,7 +33,8 @@ class DataConfig:
     corpus: Spec = dataclasses.field(default_factory=lambda: {"name": "wiki-sample"})
     """Which text: `wiki-sample` (default, ships with gensim), `text` (path=file or folder), `wikitext` (path=folder)."""
     tokenizer: Spec = dataclasses.field(default_factory=lambda: {"name": "byte"})
-    """How text becomes ids: `byte`, `bpe` or `unigram` (SentencePiece, vocab_size=...)."""
+    """How text becomes ids: `byte`, `char`, `word` (min_count=..., max_size=...), `bpe` or `unigram`
+    (SentencePiece, vocab_size=...)."""
     seq_len: int = 128
     """Training sequence length in tokens; evaluation lengths are multiples of it."""
     batch_size: int = 32

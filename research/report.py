@@ -1,6 +1,7 @@
 """Study report: runs/<study>/*/summary.json -> results/<study>/{summary.csv, table.md, figures/*.png, runs/}.
 
-Generated, never hand-edited. An experiment file may define `figures(groups, folder) -> list[Path]` to draw its own
+Generated, never hand-edited. An experiment file may define `derived(summary) -> dict` (metrics computed from a run's
+summary, merged into its metrics) and `figures(groups, folder) -> list[Path]` to draw its own
 figures (groups: {key: [{"name", "knobs", "summary"}, ...]}); otherwise metrics naming a length (len_N) are drawn as
 one extrapolation curve per group. Runs are grouped by their knobs other than `seed`; each metric is reported as
 mean ± sample standard deviation over seeds. The table states the command, the machine and the wall time.
@@ -59,6 +60,9 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
     rows = collect(Path(root) / study)
     if not rows:
         raise FileNotFoundError(f"no finished runs (summary.json) under {Path(root) / study}")
+    if hasattr(module, "derived"):  # metrics computed from the summary (e.g. tokens per byte)
+        for r in rows:
+            r["summary"]["metrics"] = {**r["summary"]["metrics"], **module.derived(r["summary"])}
     metric_names = (
         list(module.metrics()) if hasattr(module, "metrics") else sorted(rows[0]["summary"]["metrics"])
     )

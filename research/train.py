@@ -329,6 +329,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         "tokenizer": data.tokenizer.name,
         "vocab_size": vocab_size,
         "wall_time_s": time.time() - start_time,
+        "train_tokens_per_s": steady_throughput(workdir / "metrics.jsonl", "train/tokens_per_s"),
         "resumed_from_step": start_step,
         "init_from": None
         if config.train.init_from is None
@@ -338,6 +339,15 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     }
     atomic_write_json(workdir / "summary.json", summary)
     return summary
+
+
+def steady_throughput(path: Path, key: str) -> float | None:
+    """Median of a logged throughput over the run, leaving out the first logged window (it includes compilation)."""
+    from research.metrics import read_jsonl
+
+    values = [r[key] for r in read_jsonl(path) if key in r]
+    values = values[1:] if len(values) > 1 else values
+    return float(np.median(values)) if values else None
 
 
 def load_summary(workdir) -> dict | None:

@@ -21,7 +21,11 @@ def main(argv=None) -> int:
     except (ConfigError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train_and_evaluate(config, args.workdir, log=lambda msg: print(msg, flush=True))
+    try:
+        train_and_evaluate(config, args.workdir, log=lambda msg: print(msg, flush=True))
+    except ConfigError as e:  # found once data is read (e.g. a vocabulary too large for the corpus)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"done: {args.workdir}/summary.json", flush=True)
     return 0
 

@@ -1,0 +1,109 @@
+"""How wide should the token embedding be? Test bits-per-byte against the embedding width and the parameter count.
+
+Two sweeps on the default corpus with a 4096-piece BPE vocabulary (where the embedding is a large share of a small
+model), 3 seeds each:
+- `sweep=width`: a fixed transformer (d_model 128, 3 layers, 4 heads) with a factorized embedding (ALBERT) of width
+  E in {16, 32, 64, 128, 256, 512}: a V x E table projected to d_model, tied readout;
+- `sweep=dmodel`: plain tied tables with d_model in {64, 128, 256} (E = d_model; the whole model grows).
+Each run: 500 steps of 32 x 128 tokens, AdamW 3e-3, RoPE; test bits-per-byte at the training length.
+
+Commands:
+  python scripts/sweep.py experiments/embedding_size.py --jobs 2        # 27 runs
+  python scripts/report.py experiments/embedding_size.py                # -> results/embedding_size/
+  python scripts/sweep.py experiments/embedding_size.py:small --jobs 2  # 1 seed (9 runs)
+  python scripts/train.py experiments/embedding_size.py:runlocal --workdir /tmp/run
+"""
+
+import statistics
+from pathlib import Path
+
+from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from research.experiment import parse_knobs
+
+WIDTHS = (16, 32, 64, 128, 256, 512)
+D_MODELS = (64, 128, 256)
+SEQ_LEN = 128
+
+
+def knobs(arg):
+    return parse_knobs(arg, small=False, runlocal=False, embed_dim=0, d_model=128, seed=0)
+
+
+def get_config(arg: str = "") -> Config:
+    k = knobs(arg)
+    steps, eval_bytes, layers, vocab, seq_len, batch = 500, 60_000, 3, 4096, SEQ_LEN, 32
+    if k.runlocal:
+        steps, eval_bytes, layers, vocab, seq_len, batch = 4, 5_000, 1, 1100, 16, 4
+    embedding = {"name": "table"} if not k.embed_dim else {"name": "factorized", "embed_dim": k.embed_dim}
+    return Config(
+        seed=k.seed,
+        data=DataConfig(
+            tokenizer={"name": "bpe", "vocab_size": vocab},
+            seq_len=seq_len,
+            batch_size=batch,
+            max_eval_bytes=eval_bytes,
+        ),
+        model=ModelConfig(d_model=k.d_model, num_layers=layers, num_heads=4, embedding=embedding),
+        train=TrainConfig(
+            steps=steps,
+            learning_rate=3e-3,
+            warmup_steps=max(1, steps // 10),
+            log_every=max(1, min(50, steps // 4)),
+            eval_every=max(1, steps // 2),
+            checkpoint_every=max(1, steps // 2),
+        ),
+        eval=EvalConfig(length_multipliers=(1,), batch_size=16, valid_max_windows=32),
+    )
+
+
+def sweep(add, arg: str = "") -> None:
+    k = knobs(arg)
+    seeds = (0,) if (k.small or k.runlocal) else (0, 1, 2)
+    for seed in seeds:
+        for e in WIDTHS:
+            add(embed_dim=e, d_model=128, seed=seed)
+        for d in D_MODELS:
+            add(embed_dim=0, d_model=d, seed=seed)
+
+
+def metrics() -> list[str]:
+    return [f"test/len_{SEQ_LEN}/bpb"]
+
+
+def figures(groups: dict, folder: Path) -> list[Path]:
+    """bpb vs embedding width (factorized) and bpb vs total parameters (both sweeps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    series = {"factorized, d_model 128": [], "table, E = d_model": []}
+    for members in groups.values():
+        knob = members[0]["knobs"]
+        bpb = [m["summary"]["metrics"][metrics()[0]] for m in members]
+        params = members[0]["summary"]["params"]
+        label = "factorized, d_model 128" if int(knob["embed_dim"]) else "table, E = d_model"
+        width = int(knob["embed_dim"]) or int(knob["d_model"])
+        series[label].append((width, params["total"], statistics.fmean(bpb), min(bpb), max(bpb)))
+    for label, points in series.items():
+        points.sort()
+        if not points:
+            continue
+        w, p, mean, lo, hi = zip(*points)
+        left.errorbar(w, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                      marker="o", capsize=3, label=label)  # fmt: skip
+        right.plot(p, mean, marker="o", label=label)
+    left.set_xscale("log", base=2)
+    left.set_xlabel("embedding width E")
+    right.set_xscale("log")
+    right.set_xlabel("total parameters")
+    for ax in (left, right):
+        ax.set_ylabel("test bits per byte")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = folder / "bpb_vs_embedding.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
