@@ -127,13 +127,16 @@ def load_trained_model(run_dir: str | Path):
         from research.train_task import validate as validate_task
 
         task, resolved = validate_task(config)
-        vocab_size = task.vocab_size
+        vocab_size, pieces = task.vocab_size, None
     else:
         from research.data.pipeline import prepare_data
 
-        vocab_size = prepare_data(config.data).tokenizer.vocab_size
+        tokenizer = prepare_data(config.data).tokenizer
+        vocab_size, pieces = tokenizer.vocab_size, tokenizer.pieces()
         resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
-    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
+    if not resolved.embedding.needs_pieces:
+        pieces = None
+    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed), pieces=pieces)
     graphdef, params = nnx.split(model)
     tx = make_optimizer(config.train)
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
@@ -153,8 +156,7 @@ def attention_distances(model, resolved, tokens: np.ndarray) -> np.ndarray:
     """Mean attention distance [layers, H] of `model` on token windows [B,T] (evaluation positions)."""
     b, t = tokens.shape
     pos = resolved.positions.sample(b, t, key=jax.random.key(0), train=False)
-    model(jnp.asarray(tokens), pos)
-    sown = nnx.pop(model, nnx.Intermediate)
+    _, sown = nnx.capture(model, nnx.Intermediate)(jnp.asarray(tokens), pos)
     per_layer = [
         sown["blocks"][i]["attn"]["weights"].get_value()[0] for i in range(len(model.blocks))
     ]  # [B,H,T,S]

@@ -3,8 +3,8 @@ PCA projection of the table, coloured by log train-split frequency.
 
 `python scripts/inspect_embeddings.py RUN_DIR [--tokens the of 1] [--k 8] [--out FOLDER]`
 
-The table is the input side of the embedding design as the model sees it: for `table`, the rows; for `factorized`,
-table @ projection (each token's d_model vector). Tokens are named by the tokenizer's `pieces()`.
+The vectors are the input side of the embedding design as the model sees it: embed(id) for every id (for `table`, the
+rows; for `factorized`, table @ projection; for `char_cnn`, the vector composed from the spelling). Tokens are named by the tokenizer's `pieces()`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import numpy as np
 from research.diagnostics import load_trained_model
 
 
-def token_vectors(model) -> np.ndarray:
+def token_vectors(model, vocab: int) -> np.ndarray:
     """[V, d_model] input vectors of every token id (before positional information), without dropout."""
     import jax.numpy as jnp
 
-    vocab = model.embedding.table[...].shape[0]
     ids = jnp.arange(vocab, dtype=jnp.int32)[None]  # [1,V]
     return np.asarray(model.embedding.embed(ids)[0], dtype=np.float64)  # [V,d]
 
@@ -56,7 +55,7 @@ def inspect(
         raise ValueError(f"{run_dir}: a synthetic-task run has no tokenizer to inspect")
     data = prepare_data(config.data)
     pieces = data.tokenizer.pieces()
-    vectors = token_vectors(model)
+    vectors = token_vectors(model, len(pieces))
     counts = np.bincount(data.splits["train"].tokens, minlength=len(pieces))
     lookup = {p: i for i, p in enumerate(pieces)}
     if not tokens:

@@ -71,11 +71,13 @@ def validate(config: Config, *, vocab_size: int | None = None):
     return resolved
 
 
-def build_eval_graphdef(config: Config, params, *, vocab_size: int):
+def build_eval_graphdef(config: Config, params, *, vocab_size: int, pieces=None):
     """Graph of the model with `eval.positional` swapped in, checked to take exactly the trained parameters."""
     model_config = dataclasses.replace(config.model, positional=config.eval.positional)
     resolved = resolve_model(model_config, max_len=config.data.seq_len, vocab_size=vocab_size)
-    abstract = nnx.eval_shape(lambda: Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(
+        lambda: Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(0), pieces=pieces)
+    )
     graphdef, eval_params = nnx.split(abstract)
     shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
     if jax.tree.structure(eval_params) != jax.tree.structure(params) or shapes(eval_params) != shapes(params):
@@ -223,13 +225,14 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     data = prepare_data(config.data)
     vocab_size = data.tokenizer.vocab_size
     resolved = validate(config, vocab_size=vocab_size)
-    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
+    pieces = data.tokenizer.pieces() if resolved.embedding.needs_pieces else None
+    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed), pieces=pieces)
     counts = parameter_counts(model)
     graphdef, params = nnx.split(model)
     del model
     final_graphdef = graphdef
     if config.eval.positional is not None:  # checked now, not after training
-        final_graphdef = build_eval_graphdef(config, params, vocab_size=vocab_size)
+        final_graphdef = build_eval_graphdef(config, params, vocab_size=vocab_size, pieces=pieces)
     tx = make_optimizer(config.train)
     params = replicate(params, mesh)
     opt_state = replicate(tx.init(params), mesh)

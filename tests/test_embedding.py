@@ -14,15 +14,21 @@ from research.embedding import EMBEDDINGS
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 
 V, D = 50, 16
-OPTIONS = {"factorized": {"embed_dim": 8}}
+CHARS = {"char_dim": 4, "widths": [1, 2, 3], "filters_per_width": 2, "max_chars": 8}
+OPTIONS = {"factorized": {"embed_dim": 8}, "char_cnn": CHARS, "word_char": {**CHARS, "combine": "sum"}}
+PIECES = ["<unk>", "<doc>"] + [f"w{'ab'[i % 2]}{i}" for i in range(V - 2)]
+TIEABLE = ("table", "factorized", "word_char")  # char_cnn has no table to tie to
 
 
 def build(name, **options):
-    config = resolve_spec(
-        EMBEDDINGS, {"name": name, **OPTIONS.get(name, {}), **options}, field="model.embedding"
-    )
+    spec = {"name": name, **OPTIONS.get(name, {}), **options}
+    config = resolve_spec(EMBEDDINGS, spec, field="model.embedding")
     config.validate(vocab_size=V, d_model=D)
-    return config.build(vocab_size=V, d_model=D, rngs=nnx.Rngs(0))
+    return config.build(vocab_size=V, d_model=D, rngs=nnx.Rngs(0), pieces=PIECES)
+
+
+def tie_options(name, tied):
+    return {"tied": tied} if name in TIEABLE else {}
 
 
 TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, V, (2, 7)), jnp.int32)
@@ -31,7 +37,7 @@ TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, V, (2, 7)), jnp.int32)
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("name", EMBEDDINGS.names())
 def test_contract_shapes_dtypes_jit(name, tied):
-    emb = build(name, tied=tied)
+    emb = build(name, **tie_options(name, tied))
     graphdef, state = nnx.split(emb)
     traces = []
 
@@ -49,7 +55,7 @@ def test_contract_shapes_dtypes_jit(name, tied):
     assert len(traces) == 1  # no retracing for new token values
 
 
-@pytest.mark.parametrize("name", EMBEDDINGS.names())
+@pytest.mark.parametrize("name", TIEABLE)
 def test_tied_readout_really_shares_parameters(name):
     """Tied: no readout parameter, and the readout's gradient reaches the input table."""
     tied, untied = build(name, tied=True), build(name, tied=False)
@@ -149,3 +155,113 @@ def test_inspect_a_trained_run(tmp_path):
     assert all(p != "e" for p, _ in result["neighbours"]["e"])
     with pytest.raises(KeyError, match="not in the vocabulary"):
         inspect(tmp_path / "run", tokens=["no such token"])
+
+
+# --------------------------------------------------------------------------------------------- char-CNN
+
+
+def _np_char_cnn(vectors, filters):
+    """Narrow convolution, tanh, max over time, written out position by position."""
+    out = []
+    for kernel, bias in filters:
+        w, _, h = kernel.shape
+        n, c_len, _ = vectors.shape
+        feats = np.full((n, h), -np.inf)
+        for t in range(c_len - w + 1):
+            window = vectors[:, t : t + w, :]  # [N,w,c]
+            feats = np.maximum(feats, np.tanh(np.einsum("nwc,wch->nh", window, kernel) + bias))
+        out.append(feats)
+    return np.concatenate(out, -1)
+
+
+def test_char_cnn_features_and_highway_match_numpy():
+    from research.embedding.char_cnn import char_cnn_features, highway
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 9, 4))
+    filters = [(rng.normal(size=(w, 4, 3 * w)), rng.normal(size=(3 * w,))) for w in (1, 2, 4)]
+    got = char_cnn_features(
+        jnp.asarray(vectors, jnp.float32),
+        [(jnp.asarray(k, jnp.float32), jnp.asarray(b, jnp.float32)) for k, b in filters],
+    )
+    np.testing.assert_allclose(got, _np_char_cnn(vectors, filters), rtol=1e-4, atol=1e-5)
+    y = rng.normal(size=(3, 6))
+    wh, bh, wt, bt = rng.normal(size=(6, 6)), rng.normal(size=6), rng.normal(size=(6, 6)), rng.normal(size=6)
+    t = 1 / (1 + np.exp(-(y @ wt + bt)))
+    expected = t * np.maximum(y @ wh + bh, 0) + (1 - t) * y
+    np.testing.assert_allclose(
+        highway(*(jnp.asarray(a, jnp.float32) for a in (y, wh, bh, wt, bt))), expected, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_spelling_and_shared_characters():
+    """Tokens are spelled from their pieces; words sharing characters share parameters through them."""
+    from research.embedding.char_cnn import BOW, EOW, spell
+
+    s = spell(["ab", "ba", "abcdefgh"], max_chars=6)
+    a, b = s.chars[0, 1], s.chars[0, 2]
+    assert s.chars[0].tolist() == [BOW, a, b, EOW, 0, 0]
+    assert s.chars[1].tolist() == [BOW, b, a, EOW, 0, 0]
+    assert s.chars[2, -1] == EOW and len(s.chars[2]) == 6  # truncated to max_chars - 2 characters
+    emb = build("char_cnn")
+    x = np.asarray(emb.embed(jnp.arange(V)[None])[0])
+    assert np.linalg.matrix_rank(x) > 1 and not np.allclose(
+        x[2], x[3]
+    )  # different spellings, different vectors
+    same = build("char_cnn").embed(jnp.array([[2, 2]]))
+    np.testing.assert_array_equal(same[0, 0], same[0, 1])  # same token, same vector
+
+
+@pytest.mark.parametrize("combine", ["concat", "sum", "gate"])
+def test_word_char_combinations(combine):
+    emb = build("word_char", combine=combine)
+    x = emb.embed(TOKENS)
+    assert x.shape == (2, 7, D)
+    if combine == "sum":
+        word = np.asarray(emb.table[...])[np.asarray(TOKENS)]
+        chars = np.asarray(emb.encoder(TOKENS) @ emb.char_projection[...])
+        np.testing.assert_allclose(x, word + chars, rtol=1e-5, atol=1e-6)
+    if combine == "gate":  # gate parameters start at zero: g = 1/2, the mean of both vectors
+        word = np.asarray(emb.table[...])[np.asarray(TOKENS)]
+        chars = np.asarray(emb.encoder(TOKENS) @ emb.char_projection[...])
+        np.testing.assert_allclose(x, (word + chars) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_char_designs_need_pieces_and_valid_options():
+    config = resolve_spec(EMBEDDINGS, {"name": "char_cnn", **CHARS}, field="model.embedding")
+    with pytest.raises(ValueError, match="pieces"):
+        config.build(vocab_size=V, d_model=D, rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="model.embedding.tied"):
+        resolve_model(
+            ModelConfig(d_model=D, num_layers=1, num_heads=2, embedding={"name": "word_char", "tied": True}),
+            max_len=8,
+            vocab_size=V,
+        )
+    with pytest.raises(ConfigError, match="model.embedding.max_chars"):
+        resolve_model(
+            ModelConfig(d_model=D, num_layers=1, num_heads=2, embedding={"name": "char_cnn", "max_chars": 3}),
+            max_len=8,
+            vocab_size=V,
+        )
+
+
+def test_word_level_run_with_char_cnn(tmp_path):
+    """End to end: a word-level LM whose input vectors come from characters trains, evaluates and is inspected."""
+    import dataclasses
+
+    from research.train import train_and_evaluate
+
+    from .conftest import tiny_config
+
+    config = tiny_config("rope", steps=3)
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, tokenizer={"name": "word", "max_size": 500}),
+        model=dataclasses.replace(config.model, embedding={"name": "char_cnn", **CHARS}),
+    )
+    summary = train_and_evaluate(config, tmp_path / "run", log=lambda m: None)
+    assert summary["params"]["readout"] == 32 * 500
+    assert np.isfinite(summary["metrics"]["test/len_16/bpb"]) and summary["oov_rate"]["test"] > 0
+    from research.inspect_embeddings import inspect
+
+    assert inspect(tmp_path / "run", k=2)["figure"].exists()

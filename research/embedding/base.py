@@ -34,7 +34,11 @@ class EmbeddingConfig:
     def validate(self, *, vocab_size: int, d_model: int) -> None:
         """Raise ValueError naming the field; called before any compilation."""
 
-    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs) -> TokenEmbedding:
+    needs_pieces = False
+    """True for designs that spell tokens (char_cnn, word_char): build() then needs the tokenizer's pieces()."""
+
+    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
+        """The module; `pieces` (a string per id, from the tokenizer) for designs that read spellings."""
         raise NotImplementedError
 
 

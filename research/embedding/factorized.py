@@ -54,7 +54,7 @@ class FactorizedConfig(EmbeddingConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.embedding.dropout: expected 0 <= p < 1, got {self.dropout}")
 
-    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs) -> TokenEmbedding:
+    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
         return FactorizedEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
 
 

@@ -49,7 +49,7 @@ class TableConfig(EmbeddingConfig):
         if not self.init_std > 0:
             raise ValueError(f"model.embedding.init_std: expected > 0, got {self.init_std}")
 
-    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs) -> TokenEmbedding:
+    def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
         return TableEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
 
 

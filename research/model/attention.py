@@ -52,8 +52,9 @@ class CausalSelfAttention(nnx.Module):
             logits = logits + extra
         logits = jnp.where(causal_mask(pos, pos), logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B,H,T,S]
-        self.sow(
-            nnx.Intermediate, "weights", weights
-        )  # for diagnostics; dead code (removed by XLA) in training
+        if hasattr(
+            self, "__captures__"
+        ):  # only under nnx.capture (research/diagnostics.py), never in training
+            self.sow(nnx.Intermediate, "weights", weights)
         y = jnp.einsum("bhts,bshd->bthd", weights, v).reshape(b, t, h * d)
         return self.out(y)

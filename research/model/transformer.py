@@ -76,9 +76,12 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    def __init__(self, resolved: ResolvedModel, *, vocab_size: int, rngs: nnx.Rngs):
+    def __init__(self, resolved: ResolvedModel, *, vocab_size: int, rngs: nnx.Rngs, pieces=None):
+        """`pieces`: the tokenizer's string per id, for embedding designs that spell tokens (char_cnn, word_char)."""
         config = resolved.config
-        self.embedding = resolved.embedding.build(vocab_size=vocab_size, d_model=config.d_model, rngs=rngs)
+        self.embedding = resolved.embedding.build(
+            vocab_size=vocab_size, d_model=config.d_model, rngs=rngs, pieces=pieces
+        )
         self.positional = resolved.positional.build(resolved.dims, rngs=rngs)
         self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = RMSNorm(config.d_model)
