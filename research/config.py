@@ -95,6 +95,10 @@ class EvalConfig:
     evaluated from 64 up)."""
     batch_size: int = 8
     """Windows per evaluation batch."""
+    frequency_buckets: tuple[int, ...] | None = None
+    """Also report the test loss at the training length by how often the target token occurs in the train split:
+    edges e1 < e2 < ... give buckets `oov` (the tokenizer's <unk>), `1-e1`, `e1+1-e2`, ..., `>ek` (and `0` for
+    in-vocabulary ids never seen in training). E.g. [10, 100, 1000]."""
     valid_max_windows: int = 64
     """Windows of seq_len used by periodic validation (0 = whole split)."""
     positional: Spec | None = None

@@ -28,7 +28,13 @@ from research.checkpoint import Checkpointer
 from research.config import Config, ConfigError, from_dict, init_source, to_dict
 from research.data.pipeline import prepare_data, validate_data_config
 from research.data.stream import train_batch
-from research.evaluate import evaluate_split, make_eval_step
+from research.evaluate import (
+    evaluate_buckets,
+    evaluate_split,
+    frequency_buckets,
+    make_bucket_eval_step,
+    make_eval_step,
+)
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
@@ -59,6 +65,11 @@ def validate(config: Config, *, vocab_size: int | None = None):
         raise ConfigError(f"train.warmup_steps: expected 0..train.steps={t.steps}, got {t.warmup_steps}")
     if not config.eval.length_multipliers or min(config.eval.length_multipliers) <= 0:
         raise ConfigError("eval.length_multipliers: expected positive integers, e.g. [1, 2, 4, 8]")
+    buckets = config.eval.frequency_buckets
+    if buckets is not None and (not buckets or min(buckets) < 1 or list(buckets) != sorted(set(buckets))):
+        raise ConfigError(
+            f"eval.frequency_buckets: expected increasing positive edges, e.g. [10, 100], got {buckets}"
+        )
     if config.eval.lengths is not None and (not config.eval.lengths or min(config.eval.lengths) <= 0):
         raise ConfigError("eval.lengths: expected positive integers, e.g. [64, 128, 256], or None")
     resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
@@ -321,6 +332,26 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         )
         final.update({f"test/len_{length}/{k}": v for k, v in out.items()})
         log(f"test length {length}: loss {out['loss']:.4f} bpb {out['bpb']:.4f} ppl {out['ppl']:.3f}")
+    if config.eval.frequency_buckets:  # loss by train-split frequency of the target, at the training length
+        names, bucket_of = frequency_buckets(
+            train_tokens, vocab_size, config.eval.frequency_buckets, getattr(data.tokenizer, "unk_id", None)
+        )
+        graph = final_graphdef if config.eval.positional is not None else graphdef
+        step_fn = make_bucket_eval_step(graph, resolved.positions, bucket_of, len(names))
+        out = evaluate_buckets(
+            step_fn,
+            params,
+            data.splits["test"],
+            names,
+            length=c.seq_len,
+            batch_size=config.eval.batch_size,
+            mesh=mesh,
+        )
+        final.update({f"test/len_{c.seq_len}/{k}": v for k, v in out.items()})
+        log(
+            "test loss by train frequency: "
+            + ", ".join(f"{k[12:]} {v:.3f}" for k, v in out.items() if k.startswith("loss"))
+        )
 
     summary = {
         "metrics": final,

@@ -143,3 +143,36 @@ def test_bits_per_byte_is_total_bits_over_bytes(name, corpus, tmp_path):
     num_bytes = sum(len(d.encode("utf-8")) for d in raw)
     assert split.num_bytes == num_bytes
     assert out["bpb"] == pytest.approx((len(split.tokens) - 1) * math.log2(v) / num_bytes, rel=1e-6)
+
+
+def test_frequency_buckets_by_train_count():
+    from research.evaluate import frequency_buckets
+
+    train = np.array([0, 2, 2, 3, 3, 3, 3, 3, 4] + [5] * 20)
+    names, index = frequency_buckets(train, vocab_size=7, edges=[2, 10], unk_id=0)
+    assert names == ["oov", "0", "1-2", "3-10", ">10"]
+    # id 0 is <unk> -> oov; 1 and 6 never in train -> "0"; 2 (2x) and 4 (1x) -> 1-2; 3 (5x) -> 3-10; 5 (20x) -> >10
+    assert [names[i] for i in index] == ["oov", "0", "1-2", "3-10", "1-2", ">10", "0"]
+
+
+def test_loss_by_frequency_bucket_adds_up(tmp_path):
+    """The per-bucket losses, weighted by their counts, add up to the overall test loss at the training length."""
+    from research.train import train_and_evaluate
+
+    from .conftest import tiny_config
+
+    config = tiny_config("rope", steps=2)
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, tokenizer={"name": "word", "min_count": 2}),
+        eval=dataclasses.replace(config.eval, frequency_buckets=(5, 50)),
+    )
+    m = train_and_evaluate(config, tmp_path / "run", log=lambda s: None)["metrics"]
+    buckets = [k.split("/")[-1] for k in m if "/count_bucket/" in k]
+    assert "oov" in buckets
+    total = sum(m[f"test/len_16/count_bucket/{b}"] for b in buckets)
+    assert total == m["test/len_16/tokens"]
+    weighted = (
+        sum(m[f"test/len_16/loss_bucket/{b}"] * m[f"test/len_16/count_bucket/{b}"] for b in buckets) / total
+    )
+    assert weighted == pytest.approx(m["test/len_16/loss"], rel=1e-4)
