@@ -79,6 +79,9 @@ class TrainConfig:
     checkpoint_every: int = 250
     """Orbax checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
+    compute_dtype: str = "float32"
+    """Mixed precision: 'bfloat16' runs the training forward and backward pass in bfloat16 from float32 master
+    parameters (cast inside the step; optimizer state and updates stay float32). Evaluation runs in float32."""
     init_from: str | None = None
     """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its

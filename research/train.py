@@ -55,6 +55,10 @@ def validate(config: Config, *, vocab_size: int | None = None):
         if getattr(config.data, field) <= 0:
             raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(config.data, field)}")
     t = config.train
+    if t.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(
+            f"train.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {t.compute_dtype!r}"
+        )
     if t.steps < 0 or (t.steps == 0 and t.init_from is None):
         raise ConfigError(
             f"train.steps: expected a positive integer (or 0 with train.init_from: evaluation only), got {t.steps}"
@@ -115,12 +119,24 @@ def make_optimizer(t) -> optax.GradientTransformation:
     )
 
 
-def make_train_step(graphdef, tx, positions, seed: int):
-    """Pure (params, opt_state, inputs[B,T], targets[B,T], step) -> (params, opt_state, loss); donated state."""
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def cast_floating(tree, dtype):
+    """Floating-point leaves cast to `dtype` (the compute copy of float32 master parameters); others unchanged."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float32):
+    """Pure (params, opt_state, inputs[B,T], targets[B,T], step) -> (params, opt_state, loss); donated state.
+
+    With compute_dtype bfloat16 the forward and backward pass run on a bfloat16 copy of the parameters; the
+    gradients flow back through the cast to the float32 parameters, and the loss is computed in float32."""
     base_key = jax.random.key(seed)
 
     def loss_fn(params, inputs, targets, pos, key):
-        logits = nnx.merge(graphdef, params)(inputs, pos, key=key)  # [B,T,V]
+        compute = params if compute_dtype == jnp.float32 else cast_floating(params, compute_dtype)
+        logits = nnx.merge(graphdef, compute)(inputs, pos, key=key, dtype=compute_dtype)  # [B,T,V] float32
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
     def train_step(params, opt_state, inputs, targets, step):
@@ -258,7 +274,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         log(f"initialised from {source}")
     metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
 
-    train_step = make_train_step(graphdef, tx, resolved.positions, config.seed)
+    train_step = make_train_step(
+        graphdef, tx, resolved.positions, config.seed, COMPUTE_DTYPES[config.train.compute_dtype]
+    )
     eval_step = make_eval_step(graphdef, resolved.positions)
     train_tokens = data.splits["train"].tokens
     c, t = config.data, config.train
