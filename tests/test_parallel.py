@@ -108,3 +108,23 @@ def test_bfloat16_compute_stays_close_to_float32(tmp_path):
     with pytest.raises(ConfigError, match="train.compute_dtype"):
         bad = dataclasses.replace(config, train=dataclasses.replace(config.train, compute_dtype="fp8"))
         train_and_evaluate(bad, tmp_path / "bad", log=lambda m: None)
+
+
+def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monkeypatch):
+    """SIGKILL the training process at 5 random moments (inside steps, metric writes and asynchronous checkpoint
+    saves: a checkpoint every step), resume each time: the final parameters and optimizer state equal the
+    uninterrupted run's bit for bit, and metrics.jsonl holds every step exactly once."""
+    from research.faults import compare_runs, kill_and_resume, run
+
+    from .test_sweep_report import write_experiment
+
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path)
+    extra = ["--train.steps", "14", "--train.checkpoint_every", "1", "--train.log_every", "1"]
+    run(f"{exp}:positional=alibi", tmp_path / "reference", extra=extra)
+    killed = kill_and_resume(f"{exp}:positional=alibi", tmp_path / "killed", kills=5, extra=extra, seed=1)
+    assert len(killed) == 5
+    result = compare_runs(tmp_path / "reference", tmp_path / "killed")
+    assert result["steps"] == list(range(1, 15))
+    assert result["steps_ok"] and result["bitwise_equal"]
+    assert (tmp_path / "killed" / "log.txt").read_text().count("killed (SIGKILL)") == 5
