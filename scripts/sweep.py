@@ -1,4 +1,5 @@
-"""Run an experiment's sweep: `python scripts/sweep.py experiments/<study>.py[:knobs] [--jobs N]`.
+"""Run an experiment's sweep: `python scripts/sweep.py experiments/<study>.py[:knobs] [--jobs N]`, or on a SLURM
+cluster: `... --launcher slurm --partition P --time MIN --gpus-per-run G` (submitit; research/cluster.py).
 
 Finished runs (with summary.json) are skipped; unfinished ones resume from their last checkpoint. A failed run is
 reported at the end with the tail of its log and makes the exit status non-zero.
@@ -23,6 +24,16 @@ def main(argv=None) -> int:
         "--root", default="runs", help="parent of the study's run directories (default runs/)"
     )
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished")
+    parser.add_argument(
+        "--launcher",
+        choices=["local", "slurm", "submitit-local"],
+        default="local",
+        help="local processes (default), SLURM jobs through submitit, or submitit's local executor",
+    )
+    parser.add_argument("--partition", default=None, help="slurm: partition")
+    parser.add_argument("--time", type=int, default=60, help="slurm: time limit per run, minutes")
+    parser.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run")
+    parser.add_argument("--cpus-per-run", type=int, default=None, help="slurm: CPUs per run")
     args, extra = parser.parse_known_args(argv)
     try:
         if args.dry_run:
@@ -30,6 +41,21 @@ def main(argv=None) -> int:
             for run in runs:
                 print(f"{'done' if run.finished else 'todo'}  {run.workdir}")
             return 0
+        if args.launcher != "local":
+            from research.cluster import submit_sweep
+
+            failed = submit_sweep(
+                args.experiment,
+                launcher=args.launcher,
+                root=args.root,
+                extra_args=extra,
+                out=lambda s: print(s, flush=True),
+                partition=args.partition,
+                time_min=args.time,
+                gpus_per_run=args.gpus_per_run,
+                cpus_per_run=args.cpus_per_run,
+            )
+            return 1 if failed else 0
         failed = run_sweep(
             args.experiment,
             jobs=args.jobs,

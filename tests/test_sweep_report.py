@@ -209,3 +209,25 @@ def test_sweep_starts_a_dependent_run_after_its_source(tmp_path, monkeypatch):
     lines = []
     assert run_sweep(f"{exp}:broken", jobs=2, root=tmp_path / "runs2", out=lines.append) == 2
     assert any("FAIL  stage=tune (not started: stage=base failed)" in line for line in lines)
+
+
+def test_submitit_launcher_runs_skips_and_chains(tmp_path, monkeypatch):
+    """--launcher submitit-local (the SLURM code path on submitit's LocalExecutor): runs every run, the chained run
+    after its source, skips finished runs on a second call."""
+    from research.cluster import submit_sweep, waves
+
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "chain.py"
+    exp.write_text(CHAIN)
+    _, runs = plan(str(exp), tmp_path / "runs")
+    assert [[r.name for r in w] for w in waves(runs)] == [["stage=base"], ["stage=tune"]]
+    lines = []
+    failed = submit_sweep(
+        str(exp), launcher="submitit-local", root=tmp_path / "runs", out=lines.append, poll=0.5
+    )
+    assert failed == 0, "\n".join(lines)
+    assert all(r.finished for r in runs)
+    assert "initialised from" in (runs[0].workdir / "log.txt").read_text()
+    lines = []
+    assert submit_sweep(str(exp), launcher="submitit-local", root=tmp_path / "runs", out=lines.append) == 0
+    assert "2 already finished, 0 to submit" in lines[0]
