@@ -28,6 +28,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         "experiment", help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo"
     )
     parser.add_argument("--workdir", required=True, help="run directory (resumes if it holds a checkpoint)")
+    hosts = parser.add_argument_group(
+        "several processes (jax.distributed; also read from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+        "JAX_PROCESS_ID, or detected on SLURM / TPU pods)"
+    )
+    hosts.add_argument("--coordinator", default=None, help="host:port of process 0")
+    hosts.add_argument("--num-processes", type=int, default=None)
+    hosts.add_argument("--process-id", type=int, default=None)
     group = parser.add_argument_group("config overrides (applied after get_config)")
     defaults = Config()
     for path, hint, doc in leaf_fields(Config):

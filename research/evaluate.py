@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from research.data.stream import eval_windows
-from research.parallel import shard_batch
+from research.parallel import shard_batch, to_host
 
 
 def make_eval_step(graphdef, positions):
@@ -43,7 +43,7 @@ def evaluate_split(eval_step, params, split, *, length, batch_size, mesh, max_wi
     ):
         nll, count = eval_step(params, *shard_batch((inputs, targets, mask), mesh))
         total_nll, total_count = total_nll + nll, total_count + count  # stays on device: no sync per batch
-    nll, count = float(total_nll), float(total_count)
+    nll, count = float(to_host(total_nll)), float(to_host(total_count))
     loss = nll / count
     # Targets of the whole split are tokens[1:]; scale the mean to the whole split's bytes. Exact when the
     # windows cover the split (max_windows=None); a token-weighted estimate otherwise.
@@ -96,7 +96,7 @@ def evaluate_buckets(step, params, split, names, *, length, batch_size, mesh) ->
         nll, count = step(params, *shard_batch((inputs, targets, mask), mesh))
         total = total[0] + nll, total[1] + count
     out = {}
-    for name, nll, count in zip(names, total[0].tolist(), total[1].tolist()):
+    for name, nll, count in zip(names, to_host(total[0]).tolist(), to_host(total[1]).tolist()):
         if count:
             out[f"loss_bucket/{name}"] = nll / count
             out[f"count_bucket/{name}"] = count

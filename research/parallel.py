@@ -32,6 +32,34 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(arrays, mesh: Mesh):
-    """Host numpy arrays [B, ...] (the global batch) -> device arrays sharded over `data` on axis 0."""
-    return jax.device_put(arrays, NamedSharding(mesh, P("data")))
+def shard_batch(arrays, mesh: Mesh, *, local: bool = False):
+    """Host numpy arrays -> device arrays sharded over `data` on axis 0.
+
+    One process: `arrays` are the global batch [B, ...]. Several processes (jax.distributed): with local=False every
+    process passes the same global batch and keeps its own rows; with local=True each passes only its own rows
+    [B / process_count, ...] (what research/data/stream.train_batch returns for its process_index), and the global
+    array is assembled without any process holding the whole batch."""
+    sharding = NamedSharding(mesh, P("data"))
+    if jax.process_count() == 1:
+        return jax.device_put(arrays, sharding)
+
+    def assemble(x):
+        x = np.asarray(x)
+        if not local:
+            rows = x.shape[0] // jax.process_count()
+            x = x[jax.process_index() * rows : (jax.process_index() + 1) * rows]
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    return jax.tree.map(assemble, arrays)
+
+
+def to_host(x) -> np.ndarray:
+    """A replicated (or fully addressable) device array as numpy, on any process."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    return np.asarray(x.addressable_data(0))
+
+
+def is_primary() -> bool:
+    """True on the process that writes files (metrics, summaries): process 0."""
+    return jax.process_index() == 0

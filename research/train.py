@@ -37,7 +37,7 @@ from research.evaluate import (
 )
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
-from research.parallel import check_batch, make_mesh, replicate, shard_batch
+from research.parallel import check_batch, is_primary, make_mesh, replicate, shard_batch, to_host
 
 
 class TrainingDiverged(RuntimeError):
@@ -201,6 +201,8 @@ def _prepare_workdir(config: Config, workdir: Path) -> None:
                 f"{workdir} holds a run with a different config ({config_path}); use another --workdir "
                 "or delete it"
             )
+    if not is_primary():  # process 0 writes the run directory's files
+        return
     atomic_write_json(config_path, to_dict(config))
     with open(workdir / "command.txt", "a") as f:
         f.write(" ".join([sys.executable, *sys.argv]) + "\n")
@@ -272,7 +274,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     elif config.train.init_from is not None:
         params, source = load_initial_params(config.train.init_from, workdir, params, opt_state)
         log(f"initialised from {source}")
-    metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
+    metrics = (
+        MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step) if is_primary() else NullWriter()
+    )
+    if not is_primary():
+        log = lambda message: None  # noqa: E731  (one log per run: process 0's)
 
     train_step = make_train_step(
         graphdef, tx, resolved.positions, config.seed, COMPUTE_DTYPES[config.train.compute_dtype]
@@ -303,16 +309,22 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     step = start_step
     try:
         for step in range(start_step + 1, t.steps + 1):
-            inputs, targets = train_batch(
-                train_tokens, seq_len=c.seq_len, batch_size=c.batch_size, seed=config.seed, step=step - 1
+            inputs, targets = train_batch(  # this process's rows of the global batch
+                train_tokens,
+                seq_len=c.seq_len,
+                batch_size=c.batch_size,
+                seed=config.seed,
+                step=step - 1,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
             )
             params, opt_state, loss = train_step(
-                params, opt_state, *shard_batch((inputs, targets), mesh), jnp.int32(step - 1)
+                params, opt_state, *shard_batch((inputs, targets), mesh, local=True), jnp.int32(step - 1)
             )
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
             last = step == t.steps
             if step % t.log_every == 0 or last:
-                mean_loss = float(loss_sum) / loss_n
+                mean_loss = float(to_host(loss_sum)) / loss_n
                 if not math.isfinite(mean_loss):
                     raise TrainingDiverged(
                         f"non-finite training loss ({mean_loss}) in steps {step - loss_n + 1}..{step}; "
@@ -389,8 +401,19 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         "config": to_dict(config),
         **run_info(),
     }
-    atomic_write_json(workdir / "summary.json", summary)
+    if is_primary():
+        atomic_write_json(workdir / "summary.json", summary)
     return summary
+
+
+class NullWriter:
+    """MetricsWriter of the processes other than 0."""
+
+    def write(self, step: int, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def steady_throughput(path: Path, key: str) -> float | None:

@@ -15,10 +15,13 @@ def main(argv=None) -> int:
     try:
         path, arg = split_target(args.experiment)
         config = apply_overrides(load_experiment(path).get_config(arg), args)
+        from research.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)  # before any other JAX call
         from research.train import train_and_evaluate, validate  # JAX imports after argument errors
 
         validate(config)
-    except (ConfigError, RegistryError) as e:
+    except (ConfigError, RegistryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -128,3 +128,49 @@ def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monke
     assert result["steps"] == list(range(1, 15))
     assert result["steps_ok"] and result["bitwise_equal"]
     assert (tmp_path / "killed" / "log.txt").read_text().count("killed (SIGKILL)") == 5
+
+
+def test_two_processes_match_one_process(tmp_path, monkeypatch):
+    """Two local processes (jax.distributed, gloo CPU collectives; each reads only its rows of every batch) end
+    with the same metrics as one process on the same global batch."""
+    import socket
+
+    from .test_sweep_report import write_experiment
+
+    monkeypatch.chdir(tmp_path)
+    exp = write_experiment(tmp_path)
+    train = [sys.executable, os.path.join(os.path.dirname(__file__), "..", "scripts", "train.py")]
+    target = f"{exp}:positional=rope"
+    one = subprocess.run([*train, target, "--workdir", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [
+                *train,
+                target,
+                "--workdir",
+                str(tmp_path / "two"),
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
+    assert "2 cpu device(s)" in outputs[0]
+    a = json.loads((tmp_path / "one" / "summary.json").read_text())["metrics"]
+    b = json.loads((tmp_path / "two" / "summary.json").read_text())["metrics"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
