@@ -79,6 +79,9 @@ class TrainConfig:
     checkpoint_every: int = 250
     """Orbax checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
+    model_axis: int = 1
+    """Devices per model-parallel group: the embedding table and readout are sharded over the vocabulary across
+    them (for vocabularies of 256k and more); the device count must be a multiple. 1 = pure data parallelism."""
     compute_dtype: str = "float32"
     """Mixed precision: 'bfloat16' runs the training forward and backward pass in bfloat16 from float32 master
     parameters (cast inside the step; optimizer state and updates stay float32). Evaluation runs in float32."""

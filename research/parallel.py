@@ -15,9 +15,37 @@ from jax.sharding import PartitionSpec as P
 from research.config import ConfigError
 
 
-def make_mesh(devices=None) -> Mesh:
-    devices = np.asarray(devices if devices is not None else jax.devices())
-    return Mesh(devices.reshape(-1), ("data",))
+def make_mesh(devices=None, *, model: int = 1) -> Mesh:
+    """A ("data", "model") mesh over `devices` (default: every device of every process); `model` devices per group
+    share the vocabulary-sharded embedding table and readout (see shard_params), the rest is data parallel."""
+    devices = np.asarray(devices if devices is not None else jax.devices()).reshape(-1)
+    if model < 1 or len(devices) % model:
+        raise ConfigError(f"train.model_axis: expected a divisor of the {len(devices)} devices, got {model}")
+    return Mesh(devices.reshape(-1, model), ("data", "model"))
+
+
+def vocab_spec(path, leaf, mesh: Mesh) -> P:
+    """Sharding of one parameter (or optimizer-state leaf shaped like it): the embedding design's `table` [V, E]
+    over the vocabulary rows, its `readout` [E, V] over the vocabulary columns, on the `model` axis; the rest (and
+    a vocabulary not divisible by the axis) replicated."""
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    model = mesh.shape["model"]
+    if model == 1 or "embedding" not in names or getattr(leaf, "ndim", 0) != 2:
+        return P()
+    if names[-1] == "table" or (len(names) > 1 and names[-2] == "table"):
+        return P("model", None) if leaf.shape[0] % model == 0 else P()
+    if names[-1] == "readout" or (len(names) > 1 and names[-2] == "readout"):
+        return P(None, "model") if leaf.shape[1] % model == 0 else P()
+    return P()
+
+
+def shard_params(tree, mesh: Mesh):
+    """Parameters or optimizer state onto the mesh: replicated, except the vocabulary-sharded embedding tensors."""
+    if mesh.shape["model"] == 1:
+        return replicate(tree, mesh)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jax.device_put(x, NamedSharding(mesh, vocab_spec(path, x, mesh))), tree
+    )
 
 
 def check_batch(batch_size: int, mesh: Mesh, *, field: str = "data.batch_size") -> None:

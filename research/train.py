@@ -37,7 +37,7 @@ from research.evaluate import (
 )
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
-from research.parallel import check_batch, is_primary, make_mesh, replicate, shard_batch, to_host
+from research.parallel import check_batch, is_primary, make_mesh, shard_batch, shard_params, to_host
 
 
 class TrainingDiverged(RuntimeError):
@@ -247,7 +247,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     workdir = Path(workdir)
     resolved = validate(config)
     _prepare_workdir(config, workdir)
-    mesh = make_mesh()
+    mesh = make_mesh(model=config.train.model_axis)
     check_batch(config.data.batch_size, mesh)
     check_batch(config.eval.batch_size, mesh, field="eval.batch_size")
 
@@ -263,8 +263,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     if config.eval.positional is not None:  # checked now, not after training
         final_graphdef = build_eval_graphdef(config, params, vocab_size=vocab_size, pieces=pieces)
     tx = make_optimizer(config.train)
-    params = replicate(params, mesh)
-    opt_state = replicate(tx.init(params), mesh)
+    params = shard_params(params, mesh)
+    opt_state = shard_params(tx.init(params), mesh)
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
     start_step = ckpt.latest_step() or 0
