@@ -104,6 +104,15 @@ def build_eval_graphdef(config: Config, params, *, vocab_size: int, pieces=None)
     return graphdef
 
 
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True iff every floating-point leaf is finite."""
+    leaves = [
+        jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def make_optimizer(t) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -341,6 +350,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
                 log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
                 loss_sum, loss_n, window_start = jnp.zeros(()), 0, time.time()
             if step % t.checkpoint_every == 0 or last:
+                if not bool(to_host(all_finite(params))):  # never save poisoned parameters over good ones
+                    raise TrainingDiverged(
+                        f"non-finite parameters after step {step}; the last good checkpoint (step "
+                        f"{ckpt.latest_step()}) is kept in {workdir}"
+                    )
                 ckpt.save(step, (params, opt_state))
         ckpt.wait()
     finally:

@@ -110,3 +110,19 @@ def test_init_from_fine_tunes_and_evaluates_the_loaded_parameters(tmp_path):
         train_and_evaluate(learned, tmp_path / "y", log=print)
     with pytest.raises(ConfigError, match="train.steps"):
         train_and_evaluate(replace_path(base_config, "train.steps", 0), tmp_path / "z", log=print)
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    """An absurd learning rate makes parameters and loss non-finite: the run stops with a message naming the step,
+    writes no summary, and the latest checkpoint holds finite parameters."""
+    import numpy as np
+
+    from research.faults import final_state
+    from research.train import TrainingDiverged
+
+    config = tiny_config("nope", steps=6, learning_rate=1e38, checkpoint_every=1, warmup_steps=0)
+    with pytest.raises(TrainingDiverged, match=r"non-finite .* step"):
+        train_and_evaluate(config, tmp_path, log=lambda m: None)
+    assert not (tmp_path / "summary.json").exists()
+    leaves = final_state(tmp_path)
+    assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
