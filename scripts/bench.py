@@ -25,6 +25,9 @@ def main(argv=None) -> int:
         "--out", default="results/bench", help="folder for table.md and bench.json ('' = none)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per measured row")
+    parser.add_argument(
+        "--no-peer", dest="peer", action="store_false", help="skip the PyTorch x-transformers peer"
+    )
     for key, value in REFERENCE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
     args = parser.parse_args(argv)
@@ -32,6 +35,17 @@ def main(argv=None) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     result = run_benchmarks(args.schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
     result.update(run_info())
+    from research.bench_peer import available, bench_peer
+
+    result["peer"] = None
+    if args.peer and available():
+        peer = bench_peer(ref=ref, steps=args.steps, warmup=args.warmup)
+        ours = next((r for r in result["rows"] if r["scheme"] == "rope"), None)
+        peer["ours_over_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"] if ours else None
+        result["peer"] = peer
+        log(f"peer x-transformers: {peer['step_ms']:.1f} ms/step, {peer['tokens_per_s']:.0f} tokens/s")
+    elif args.peer:
+        log("peer skipped: install it with `.venv/bin/pip install -e .[peers]` (torch CPU, x-transformers)")
     if args.json:
         for row in result["rows"]:
             print(
@@ -40,6 +54,14 @@ def main(argv=None) -> int:
                         k: row[k]
                         for k in ("name", "tokens_per_s", "step_ms", "mfu", "compile_s", "ratio_to_nope")
                     }
+                )
+            )
+        if result["peer"]:
+            peer = result["peer"]
+            print(
+                json.dumps(
+                    {k: peer[k] for k in ("name", "tokens_per_s", "step_ms", "ours_over_peer")}
+                    | {"mfu": None}
                 )
             )
     table = render(result, " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])]))
@@ -77,6 +99,16 @@ def render(result: dict, command: str) -> str:
             f"| {r['scheme']} | {r['step_ms']:.1f} ({r['step_ms_spread'][0]:.1f}–{r['step_ms_spread'][1]:.1f}) "
             f"| {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | {r['compile_s']:.2f} | {ratio} |"
         )
+    peer = result.get("peer")
+    if peer:
+        lines += [
+            "",
+            f"Peer: the same model in x-transformers {peer['versions']['x_transformers']} (PyTorch "
+            f"{peer['versions']['torch']}, {peer['torch_threads']} threads, {peer['params_total']:,} parameters), "
+            f"AdamW, same batch: {peer['step_ms']:.1f} ms/step ({peer['step_ms_spread'][0]:.1f}–"
+            f"{peer['step_ms_spread'][1]:.1f}), {peer['tokens_per_s']:.0f} tokens/s. "
+            f"**tokens/s ours (rope) / peer = {peer['ours_over_peer']:.2f}**.",
+        ]
     return "\n".join(lines) + "\n"
 
 
