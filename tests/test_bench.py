@@ -1,0 +1,53 @@
+"""The benchmark command's bookkeeping on a tiny config (timings themselves are measured by scripts/bench.py, not
+asserted here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+TINY = dict(vocab_size=64, d_model=16, num_layers=1, num_heads=2, seq_len=8, batch_size=2)
+
+
+def test_bench_rows_ratios_and_json(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, "scripts")
+    from bench import main
+
+    argv = [
+        "--schemes",
+        "nope",
+        "rope",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        "--no-peer",
+        "--out",
+        str(tmp_path),
+    ]
+    argv += [f"--{k}={v}" for k, v in TINY.items()]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == ["train_step/nope", "train_step/rope"]
+    for r in rows:
+        assert (
+            {"name", "tokens_per_s", "step_ms", "mfu"} <= r.keys() and r["tokens_per_s"] > 0 and 0 < r["mfu"]
+        )
+    assert rows[0]["ratio_to_nope"] == 1.0
+    table = (tmp_path / "table.md").read_text()
+    assert "| rope |" in table and "GFLOP/s" in table
+
+
+def test_peer_model_matches_our_parameter_count():
+    from research.bench_peer import available, bench_peer
+
+    if not available():
+        pytest.skip("the optional PyTorch peer is not installed (pip install -e .[peers])")
+    ref = dict(TINY, vocab_size=8192, d_model=256, num_layers=4, num_heads=4, seq_len=16)
+    peer = bench_peer(ref=ref, steps=1, warmup=1)
+    ours = 8192 * 256 + 4 * 12 * 256 * 256  # tied table + attention (4 E^2) + MLP (8 E^2) per layer
+    assert abs(peer["params_total"] - ours) / ours < 0.01  # the peer differs only by its norm gains
