@@ -16,8 +16,8 @@ Commands:
   python scripts/train.py experiments/char_word.py:runlocal,embedding=word_char_gate --workdir /tmp/run
 """
 
-from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from research.experiment import parse_knobs
+from research.config import Config, DataConfig, EvalConfig, ModelConfig
+from research.experiment import parse_knobs, schedule
 
 DESIGNS = {
     "word": {"name": "table"},
@@ -53,14 +53,7 @@ def get_config(arg: str = "") -> Config:
             max_eval_bytes=eval_bytes,
         ),
         model=ModelConfig(d_model=128, num_layers=layers, num_heads=4, embedding=embedding),
-        train=TrainConfig(
-            steps=steps,
-            learning_rate=3e-3,
-            warmup_steps=max(1, steps // 10),
-            log_every=max(1, min(50, steps // 4)),
-            eval_every=max(1, steps // 2),
-            checkpoint_every=max(1, steps // 2),
-        ),
+        train=schedule(steps, 3e-3),
         eval=EvalConfig(
             length_multipliers=(1,), batch_size=16, valid_max_windows=32, frequency_buckets=BUCKETS
         ),

@@ -17,8 +17,8 @@ Commands:
 import statistics
 from pathlib import Path
 
-from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from research.experiment import parse_knobs
+from research.config import Config, DataConfig, EvalConfig, ModelConfig
+from research.experiment import parse_knobs, schedule
 
 WIDTHS = (16, 32, 64, 128, 256, 512)
 D_MODELS = (64, 128, 256)
@@ -44,14 +44,7 @@ def get_config(arg: str = "") -> Config:
             max_eval_bytes=eval_bytes,
         ),
         model=ModelConfig(d_model=k.d_model, num_layers=layers, num_heads=4, embedding=embedding),
-        train=TrainConfig(
-            steps=steps,
-            learning_rate=3e-3,
-            warmup_steps=max(1, steps // 10),
-            log_every=max(1, min(50, steps // 4)),
-            eval_every=max(1, steps // 2),
-            checkpoint_every=max(1, steps // 2),
-        ),
+        train=schedule(steps, 3e-3),
         eval=EvalConfig(length_multipliers=(1,), batch_size=16, valid_max_windows=32),
     )
 

@@ -25,8 +25,8 @@ Commands:
 import statistics
 from pathlib import Path
 
-from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from research.experiment import parse_knobs
+from research.config import Config, DataConfig, EvalConfig, ModelConfig
+from research.experiment import parse_knobs, schedule
 
 TOKENIZERS = {
     "byte": {"name": "byte"},
@@ -72,14 +72,7 @@ def get_config(arg: str = "") -> Config:
             max_eval_bytes=eval_bytes,
         ),
         model=ModelConfig(d_model=128, num_layers=layers, num_heads=4),
-        train=TrainConfig(
-            steps=steps,
-            learning_rate=3e-3,
-            warmup_steps=max(1, steps // 10),
-            log_every=max(1, min(50, steps // 4)),
-            eval_every=max(1, steps // 2),
-            checkpoint_every=max(1, steps // 2),
-        ),
+        train=schedule(steps, 3e-3),
         eval=EvalConfig(length_multipliers=(1,), batch_size=16, valid_max_windows=32),
     )
 

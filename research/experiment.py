@@ -96,3 +96,19 @@ def study_name(path: Path, arg: str) -> str:
     """Directory name for a study: the file stem, plus the flag knobs (e.g. 'pe_extrapolation_demo')."""
     flags = [s for s in (arg or "").split(",") if s and "=" not in s]
     return "_".join([path.stem, *flags])
+
+
+def schedule(steps: int, learning_rate: float, *, evals: int = 2, **options):
+    """The TrainConfig most studies use: warm-up over a tenth of the steps, a log line every 50 steps (or a
+    quarter of the run), validation and a checkpoint `evals` times per run; other fields via `options`."""
+    from research.config import TrainConfig
+
+    return TrainConfig(
+        steps=steps,
+        learning_rate=learning_rate,
+        warmup_steps=max(1, steps // 10),
+        log_every=max(1, min(50, steps // 4)),
+        eval_every=max(1, steps // evals),
+        checkpoint_every=max(1, steps // evals),
+        **options,
+    )

@@ -48,3 +48,13 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def check_common(*, scale: str = "none", dropout: float = 0.0, init_std: float = 0.02) -> None:
+    """Checks shared by the table-like designs; ValueError naming the field."""
+    if scale not in ("none", "sqrt_d"):
+        raise ValueError(f"model.embedding.scale: expected 'none' or 'sqrt_d', got {scale!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.embedding.dropout: expected 0 <= p < 1, got {dropout}")
+    if not init_std > 0:
+        raise ValueError(f"model.embedding.init_std: expected > 0, got {init_std}")

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, dropout
+from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, check_common, dropout
 from research.embedding.table import lookup
 
 PAD, BOW, EOW, UNK_CHAR = 0, 1, 2, 3  # character ids
@@ -115,8 +115,7 @@ class _CharOptions(EmbeddingConfig):
             raise ValueError(
                 f"model.embedding.max_chars: expected >= the widest filter ({max(self.widths)}), got {self.max_chars}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.embedding.dropout: expected 0 <= p < 1, got {self.dropout}")
+        check_common(dropout=self.dropout, init_std=self.init_std)
 
 
 class CharEncoder(nnx.Module):

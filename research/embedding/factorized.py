@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, dropout
+from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, check_common, dropout
 from research.embedding.table import lookup
 
 
@@ -49,10 +49,7 @@ class FactorizedConfig(EmbeddingConfig):
     def validate(self, *, vocab_size: int, d_model: int) -> None:
         if self.embed_dim < 1:
             raise ValueError(f"model.embedding.embed_dim: expected a positive integer, got {self.embed_dim}")
-        if self.scale not in ("none", "sqrt_d"):
-            raise ValueError(f"model.embedding.scale: expected 'none' or 'sqrt_d', got {self.scale!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.embedding.dropout: expected 0 <= p < 1, got {self.dropout}")
+        check_common(scale=self.scale, dropout=self.dropout, init_std=self.init_std)
 
     def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
         return FactorizedEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, dropout
+from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, check_common, dropout
 
 
 def lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -42,12 +42,7 @@ class TableConfig(EmbeddingConfig):
     """Element dropout probability on the embedded vectors, in training only."""
 
     def validate(self, *, vocab_size: int, d_model: int) -> None:
-        if self.scale not in ("none", "sqrt_d"):
-            raise ValueError(f"model.embedding.scale: expected 'none' or 'sqrt_d', got {self.scale!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.embedding.dropout: expected 0 <= p < 1, got {self.dropout}")
-        if not self.init_std > 0:
-            raise ValueError(f"model.embedding.init_std: expected > 0, got {self.init_std}")
+        check_common(scale=self.scale, dropout=self.dropout, init_std=self.init_std)
 
     def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
         return TableEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
