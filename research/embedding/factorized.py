@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding, check_common, dropout
-from research.embedding.table import lookup
+from research.embedding.base import EMBEDDINGS, TokenEmbedding
+from research.embedding.table import AfterLookup, VectorOptions, lookup
 
 
 def factorized_embed(table: jax.Array, projection: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -36,20 +35,14 @@ def factorized_unembed(table: jax.Array, projection: jax.Array, h: jax.Array) ->
 
 @EMBEDDINGS.register("factorized")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FactorizedConfig(EmbeddingConfig):
+class FactorizedConfig(VectorOptions):
     embed_dim: int = 64
     """E, the width of the table."""
-    tied: bool = True
-    """Readout through the transposed projection and table; False gives a separate [d, V] readout."""
-    scale: Literal["none", "sqrt_d"] = "none"
-    init_std: float = 0.02
-    norm: bool = False
-    dropout: float = 0.0
 
     def validate(self, *, vocab_size: int, d_model: int) -> None:
         if self.embed_dim < 1:
             raise ValueError(f"model.embedding.embed_dim: expected a positive integer, got {self.embed_dim}")
-        check_common(scale=self.scale, dropout=self.dropout, init_std=self.init_std)
+        super().validate(vocab_size=vocab_size, d_model=d_model)
 
     def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
         return FactorizedEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
@@ -65,15 +58,10 @@ class FactorizedEmbedding(TokenEmbedding):
         self.readout = (
             None if config.tied else nnx.Param(init(rngs.params(), (d_model, vocab_size), jnp.float32))
         )  # [d,V]
-        self.multiplier = math.sqrt(d_model) if config.scale == "sqrt_d" else 1.0
-        self.norm = nnx.LayerNorm(d_model, rngs=rngs) if config.norm else None
-        self.rate = config.dropout
+        self.after = AfterLookup(config, d_model, rngs=rngs)
 
     def embed(self, tokens: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        x = factorized_embed(self.table[...], self.projection[...], tokens) * self.multiplier  # [B,T,d]
-        if self.norm is not None:
-            x = self.norm(x)
-        return dropout(x, self.rate, key)
+        return self.after(factorized_embed(self.table[...], self.projection[...], tokens), key)  # [B,T,d]
 
     def unembed(self, x: jax.Array) -> jax.Array:
         if self.readout is None:

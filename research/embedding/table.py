@@ -27,13 +27,15 @@ def lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
     return jnp.take(table, tokens, axis=0)
 
 
-@EMBEDDINGS.register("table")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TableConfig(EmbeddingConfig):
+class VectorOptions(EmbeddingConfig):
+    """Options of the designs that look token vectors up in a table (`table`, `factorized`)."""
+
     tied: bool = True
-    """Readout shares the input table (logits = x @ tableᵀ); False gives a separate [E, V] readout."""
+    """Readout shares the input side (logits = h @ tableᵀ, through the projection for factorized); False gives a
+    separate [d, V] readout."""
     scale: Literal["none", "sqrt_d"] = "none"
-    """Multiply looked-up vectors by sqrt(E) ('sqrt_d') or not."""
+    """Multiply looked-up vectors by sqrt(d) ('sqrt_d') or not."""
     init_std: float = 0.02
     """Standard deviation of the normal initialiser of the table (and readout)."""
     norm: bool = False
@@ -43,6 +45,27 @@ class TableConfig(EmbeddingConfig):
 
     def validate(self, *, vocab_size: int, d_model: int) -> None:
         check_common(scale=self.scale, dropout=self.dropout, init_std=self.init_std)
+
+
+class AfterLookup(nnx.Module):
+    """scale, then optional LayerNorm, then training-only dropout, on looked-up vectors [B,T,d]."""
+
+    def __init__(self, config: VectorOptions, d_model: int, *, rngs: nnx.Rngs):
+        self.multiplier = math.sqrt(d_model) if config.scale == "sqrt_d" else 1.0
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs) if config.norm else None
+        self.rate = config.dropout
+
+    def __call__(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
+        x = x * self.multiplier
+        if self.norm is not None:
+            x = self.norm(x)
+        return dropout(x, self.rate, key)
+
+
+@EMBEDDINGS.register("table")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TableConfig(VectorOptions):
+    """A [V, d] table."""
 
     def build(self, *, vocab_size: int, d_model: int, rngs: nnx.Rngs, pieces=None) -> TokenEmbedding:
         return TableEmbedding(self, vocab_size=vocab_size, d_model=d_model, rngs=rngs)
@@ -55,15 +78,10 @@ class TableEmbedding(TokenEmbedding):
         self.readout = (
             None if config.tied else nnx.Param(init(rngs.params(), (d_model, vocab_size), jnp.float32))
         )  # [E,V]
-        self.multiplier = math.sqrt(d_model) if config.scale == "sqrt_d" else 1.0
-        self.norm = nnx.LayerNorm(d_model, rngs=rngs) if config.norm else None
-        self.rate = config.dropout
+        self.after = AfterLookup(config, d_model, rngs=rngs)
 
     def embed(self, tokens: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        x = lookup(self.table[...], tokens) * self.multiplier  # [B,T,E]
-        if self.norm is not None:
-            x = self.norm(x)
-        return dropout(x, self.rate, key)
+        return self.after(lookup(self.table[...], tokens), key)  # [B,T,E]
 
     def unembed(self, x: jax.Array) -> jax.Array:
         if self.readout is None:
