@@ -7,8 +7,9 @@ seen at least twice in the train split (the rest is <unk>); the same transformer
 RoPE), 500 steps of 32 x 64 words. Reported: test bits-per-byte and test loss by how often the target word occurs in
 the train split (`eval.frequency_buckets` 1-10, 11-100, 101-1000, >1000, and `oov`).
 
-Caveat (research/embedding/char_cnn.py): out-of-vocabulary words reach the model as <unk>, so the character path
-helps rare in-vocabulary words and the words that follow an unknown one, not the spelling of the unknown word itself.
+Out-of-vocabulary words are spelled for the input side (`word:spell_unknowns=true`): the character designs read
+their real spelling, the word table sees <unk>, and the targets stay <unk> for every design (so the `oov` bucket is
+the loss of predicting <unk>, and the gain of reading an unknown word shows up in the words after it).
 
 Commands:
   python scripts/sweep.py experiments/char_word.py --jobs 2        # 5 designs x 2 seeds
@@ -47,7 +48,7 @@ def get_config(arg: str = "") -> Config:
     return Config(
         seed=k.seed,
         data=DataConfig(
-            tokenizer={"name": "word", "min_count": 2},
+            tokenizer={"name": "word", "min_count": 2, "spell_unknowns": True},
             seq_len=seq_len,
             batch_size=batch,
             max_eval_bytes=eval_bytes,

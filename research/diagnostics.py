@@ -132,7 +132,9 @@ def load_trained_model(run_dir: str | Path):
         from research.data.pipeline import prepare_data
 
         tokenizer = prepare_data(config.data).tokenizer
-        vocab_size, pieces = tokenizer.vocab_size, tokenizer.pieces()
+        from research.train import input_pieces
+
+        vocab_size, pieces = tokenizer.vocab_size, input_pieces(tokenizer)
         resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
     if not resolved.embedding.needs_pieces:
         pieces = None

@@ -39,7 +39,7 @@ def evaluate_split(eval_step, params, split, *, length, batch_size, mesh, max_wi
     total_nll = jnp.zeros((), jnp.float32)
     total_count = jnp.zeros((), jnp.float32)
     for inputs, targets, mask in eval_windows(
-        split.tokens, length=length, batch_size=batch_size, max_windows=max_windows
+        split.tokens, length=length, batch_size=batch_size, max_windows=max_windows, close=split.close
     ):
         nll, count = eval_step(params, *shard_batch((inputs, targets, mask), mesh))
         total_nll, total_count = total_nll + nll, total_count + count  # stays on device: no sync per batch
@@ -92,7 +92,9 @@ def make_bucket_eval_step(graphdef, positions, bucket_of, num_buckets: int):
 def evaluate_buckets(step, params, split, names, *, length, batch_size, mesh) -> dict:
     """{"loss_bucket/<name>": mean NLL (nats), "count_bucket/<name>": targets} over the whole split."""
     total = jnp.zeros(len(names)), jnp.zeros(len(names))
-    for inputs, targets, mask in eval_windows(split.tokens, length=length, batch_size=batch_size):
+    for inputs, targets, mask in eval_windows(
+        split.tokens, length=length, batch_size=batch_size, close=split.close
+    ):
         nll, count = step(params, *shard_batch((inputs, targets, mask), mesh))
         total = total[0] + nll, total[1] + count
     out = {}

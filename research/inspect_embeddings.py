@@ -56,7 +56,7 @@ def inspect(
     data = prepare_data(config.data)
     pieces = data.tokenizer.pieces()
     vectors = token_vectors(model, len(pieces))
-    counts = np.bincount(data.splits["train"].tokens, minlength=len(pieces))
+    counts = np.bincount(data.splits["train"].tokens, minlength=len(pieces))[: len(pieces)]  # output ids only
     lookup = {p: i for i, p in enumerate(pieces)}
     if not tokens:
         tokens = [pieces[i] for i in np.argsort(-counts, kind="stable")[:6]]

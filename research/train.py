@@ -263,8 +263,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     data = prepare_data(config.data)
     vocab_size = data.tokenizer.vocab_size
     resolved = validate(config, vocab_size=vocab_size)
-    pieces = data.tokenizer.pieces() if resolved.embedding.needs_pieces else None
-    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed), pieces=pieces)
+    pieces = input_pieces(data.tokenizer) if resolved.embedding.needs_pieces else None
+    unk_id = getattr(data.tokenizer, "unk_id", 0)
+    model = Transformer(
+        resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed), pieces=pieces, unk_id=unk_id
+    )
     counts = parameter_counts(model)
     graphdef, params = nnx.split(model)
     del model
@@ -326,6 +329,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
                 step=step - 1,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
+                close=data.splits["train"].close,
             )
             params, opt_state, loss = train_step(
                 params, opt_state, *shard_batch((inputs, targets), mesh, local=True), jnp.int32(step - 1)
@@ -418,6 +422,11 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     if is_primary():
         atomic_write_json(workdir / "summary.json", summary)
     return summary
+
+
+def input_pieces(tokenizer) -> list[str]:
+    """The string of every input id: `input_pieces()` where the tokenizer spells unknown words, else `pieces()`."""
+    return tokenizer.input_pieces() if hasattr(tokenizer, "input_pieces") else tokenizer.pieces()
 
 
 class NullWriter:

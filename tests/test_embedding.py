@@ -256,7 +256,9 @@ def test_word_level_run_with_char_cnn(tmp_path):
     config = tiny_config("rope", steps=3)
     config = dataclasses.replace(
         config,
-        data=dataclasses.replace(config.data, tokenizer={"name": "word", "max_size": 500}),
+        data=dataclasses.replace(
+            config.data, tokenizer={"name": "word", "max_size": 500, "spell_unknowns": True}
+        ),
         model=dataclasses.replace(config.model, embedding={"name": "char_cnn", **CHARS}),
     )
     summary = train_and_evaluate(config, tmp_path / "run", log=lambda m: None)

@@ -176,3 +176,53 @@ def test_loss_by_frequency_bucket_adds_up(tmp_path):
         sum(m[f"test/len_16/loss_bucket/{b}"] * m[f"test/len_16/count_bucket/{b}"] for b in buckets) / total
     )
     assert weighted == pytest.approx(m["test/len_16/loss"], rel=1e-4)
+
+
+def test_spelled_unknowns_round_trip_and_close_targets():
+    """word:spell_unknowns: unknown words get ids >= V in order of first encounter, decode is lossless, and
+    close_targets maps them to <unk> for the loss."""
+    from research.data.stream import close_targets
+
+    tok = build("word", ["the cat sat"], spell_unknowns=True)
+    v = tok.vocab_size
+    ids = tok.encode("the dog sat on the dog")
+    # "the", " dog", " sat", " on", " the", " dog": " dog", " on" and " the" (with its space) are unknown
+    assert ids.tolist()[1:] == [v, tok.encode(" sat")[0], v + 1, v + 2, v]
+    assert tok.decode(ids) == "the dog sat on the dog"
+    assert tok.input_pieces()[v:] == [" dog", " on", " the"] and len(tok.pieces()) == v
+    np.testing.assert_array_equal(close_targets(ids, (v, UNK_ID)), np.where(ids >= v, UNK_ID, ids))
+    assert tok.stateful and tok.fingerprint != build("word", ["the cat sat"]).fingerprint
+
+
+def test_char_cnn_reads_the_spelling_of_unknown_words(tmp_path, corpus):
+    """With spelled unknowns, the char-CNN gives two different out-of-vocabulary words different vectors, while
+    a table gives both the <unk> row; training closes the targets (finite loss over the output vocabulary)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from research.config import ModelConfig
+    from research.model.transformer import Transformer, resolve_model
+    from research.train import input_pieces
+
+    ds = prepare_data(
+        dataclasses.replace(corpus, tokenizer={"name": "word", "min_count": 3, "spell_unknowns": True})
+    )
+    tok = ds.tokenizer
+    v = tok.vocab_size
+    test = ds.splits["test"]
+    assert test.close == (v, UNK_ID) and (test.tokens >= v).any() and not (test.tokens == UNK_ID).any()
+    assert test.oov_rate == pytest.approx(np.mean(test.tokens[test.tokens != DOC_ID] >= v))
+    spelled = sorted(set(test.tokens[test.tokens >= v].tolist()))[:2]
+    chars = {"char_dim": 4, "widths": [1, 2], "filters_per_width": 2}
+    for name, differ in (("char_cnn", True), ("table", False)):
+        resolved = resolve_model(
+            ModelConfig(
+                d_model=16, num_layers=1, num_heads=2, embedding={"name": name, **(chars if differ else {})}
+            ),
+            max_len=8,
+            vocab_size=v,
+        )
+        model = Transformer(resolved, vocab_size=v, rngs=nnx.Rngs(0), pieces=input_pieces(tok), unk_id=UNK_ID)
+        logits = model(jnp.asarray([spelled]), jnp.arange(2)[None])
+        assert logits.shape == (1, 2, v)
+        assert (not np.allclose(logits[0, 0], logits[0, 1])) == differ

@@ -38,7 +38,11 @@ class TokenSplit:
     """UTF-8 bytes of the split's documents (the bits-per-byte denominator)."""
     num_documents: int
     oov_rate: float = 0.0
-    """Fraction of the split's document tokens (separators excluded) that are the tokenizer's <unk>."""
+    """Fraction of the split's document tokens (separators excluded) outside the output vocabulary (<unk>, or
+    spelled ids >= vocab_size)."""
+    close: tuple[int, int] | None = None
+    """(vocab_size, unk_id) when the stream holds spelled ids >= vocab_size (word:spell_unknowns=true): targets are
+    closed to <unk> with research/data/stream.close_targets; None otherwise."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +82,7 @@ def oov_rate(tokenizer: Tokenizer, tokens: np.ndarray) -> float:
     real = tokens[tokens != tokenizer.doc_id]
     if unk is None or real.size == 0:
         return 0.0
-    return float(np.mean(real == unk))
+    return float(np.mean((real == unk) | (real >= tokenizer.vocab_size)))
 
 
 def split_documents(corpus: Corpus, split: str, max_eval_bytes: int | None) -> list[str]:
@@ -102,15 +106,21 @@ def prepare_data(data_config: DataConfig) -> Dataset:
         limit = None if split == "train" else data_config.max_eval_bytes
         key = f"{corpus_key}|{tokenizer.fingerprint}|{split}|{limit}|{PIPELINE_VERSION}"
         path = cache_dir() / "tokens" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
-        if path.exists():
+        stateful = getattr(tokenizer, "stateful", False)  # ids depend on what it encoded before: no cache
+        if path.exists() and not stateful:
             tokens = np.load(path)
         else:
             tokens = tokenize_documents(tokenizer, docs)
-            buffer = io.BytesIO()
-            np.save(buffer, tokens)
-            atomic_write(path, buffer.getvalue())
+            if not stateful:
+                buffer = io.BytesIO()
+                np.save(buffer, tokens)
+                atomic_write(path, buffer.getvalue())
         num_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
         splits[split] = TokenSplit(
-            tokens=tokens, num_bytes=num_bytes, num_documents=len(docs), oov_rate=oov_rate(tokenizer, tokens)
+            tokens=tokens,
+            num_bytes=num_bytes,
+            num_documents=len(docs),
+            oov_rate=oov_rate(tokenizer, tokens),
+            close=(tokenizer.vocab_size, tokenizer.unk_id) if getattr(tokenizer, "stateful", False) else None,
         )
     return Dataset(tokenizer=tokenizer, corpus_name=corpus.name, splits=splits)

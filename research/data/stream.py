@@ -31,8 +31,12 @@ def train_batch(
     step: int,
     process_index: int = 0,
     process_count: int = 1,
+    close: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets), each int32 [batch_size / process_count, seq_len]; targets are inputs shifted by one."""
+    """(inputs, targets), each int32 [batch_size / process_count, seq_len]; targets are inputs shifted by one.
+
+    `close=(V, unk)`: ids >= V (words outside the output vocabulary, spelled for the input side) become unk in the
+    targets (see close_targets)."""
     if seq_len <= 0 or batch_size <= 0:
         raise ValueError(f"expected positive seq_len and batch_size, got {seq_len} and {batch_size}")
     if batch_size % process_count:
@@ -56,7 +60,15 @@ def train_batch(
         chunks[here] = np.random.default_rng([seed, int(epoch)]).permutation(n_chunks)[offsets[here]]
     index = chunks[:, None] * seq_len + np.arange(seq_len + 1)  # [rows, T+1]
     window = np.asarray(tokens)[index].astype(np.int32, copy=False)
-    return window[:, :-1], window[:, 1:]
+    return window[:, :-1], close_targets(window[:, 1:], close)
+
+
+def close_targets(targets: np.ndarray, close: tuple[int, int] | None) -> np.ndarray:
+    """Targets over the output vocabulary: ids >= V become the unknown id (close = (V, unk)); None: unchanged."""
+    if close is None:
+        return targets
+    vocab, unk = close
+    return np.where(targets >= vocab, unk, targets).astype(np.int32)
 
 
 def num_eval_windows(n_tokens: int, length: int) -> int:
@@ -65,7 +77,12 @@ def num_eval_windows(n_tokens: int, length: int) -> int:
 
 
 def eval_windows(
-    tokens: np.ndarray, *, length: int, batch_size: int, max_windows: int | None = None
+    tokens: np.ndarray,
+    *,
+    length: int,
+    batch_size: int,
+    max_windows: int | None = None,
+    close: tuple[int, int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (inputs int32, targets int32, mask float32), each [batch_size, length].
 
@@ -88,4 +105,4 @@ def eval_windows(
         safe = np.where(valid, pos, 0)
         inputs = np.where(valid, tokens[safe], 0).astype(np.int32)
         targets = np.where(valid, tokens[np.where(valid, pos + 1, 0)], 0).astype(np.int32)
-        yield inputs, targets, valid.astype(np.float32)
+        yield inputs, close_targets(targets, close), valid.astype(np.float32)

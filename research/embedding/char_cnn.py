@@ -19,7 +19,9 @@ layer (the defaults here). The readout is a separate [d, V] matrix over the word
 Spellings come from the tokenizer's `pieces()` for every id, so these designs need `pieces` at build time (the
 training loop passes the tokenizer's). Deviations: spellings longer than `max_chars - 2` are truncated; characters
 are those of the vocabulary pieces (any other character maps to a shared unknown-character id); out-of-vocabulary
-words reach the model as `<unk>`, spelled "<unk>" (the input pipeline has no open vocabulary yet).
+words reach the model as `<unk>`, spelled "<unk>", unless the word tokenizer spells them
+(`word:spell_unknowns=true`): then they keep ids >= V, the char-CNN reads their real spelling, the word table of
+`word_char` sees <unk>, and the targets stay <unk>.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from research.embedding.base import EMBEDDINGS, EmbeddingConfig, TokenEmbedding,
 from research.embedding.table import lookup
 
 PAD, BOW, EOW, UNK_CHAR = 0, 1, 2, 3  # character ids
+UNK_WORD = 0  # the <unk> id of the closed-vocabulary tokenizers (research/tokenization/vocab.py)
 
 
 class Spelling:
@@ -162,7 +165,7 @@ class CharEncoder(nnx.Module):
 def _require_pieces(pieces, vocab_size: int, name: str) -> list[str]:
     if pieces is None:
         raise ValueError(f"model.embedding: {name} spells every token, so it needs the tokenizer's pieces()")
-    if len(pieces) != vocab_size:
+    if len(pieces) < vocab_size:
         raise ValueError(f"model.embedding: {len(pieces)} pieces for a vocabulary of {vocab_size}")
     return list(pieces)
 
@@ -255,7 +258,10 @@ class WordCharEmbedding(TokenEmbedding):
         self.rate = config.dropout
 
     def embed(self, tokens: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        word = lookup(self.table[...], tokens)  # [B,T,Ew]
+        vocab = self.table[...].shape[0]
+        word = lookup(
+            self.table[...], jnp.where(tokens >= vocab, UNK_WORD, tokens)
+        )  # [B,T,Ew]; spelled: <unk>
         chars = self.encoder(tokens)  # [B,T,F]
         if self.combine == "concat":
             x = jnp.concatenate([word, chars], axis=-1) @ self.projection[...]

@@ -76,9 +76,15 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    def __init__(self, resolved: ResolvedModel, *, vocab_size: int, rngs: nnx.Rngs, pieces=None):
-        """`pieces`: the tokenizer's string per id, for embedding designs that spell tokens (char_cnn, word_char)."""
+    def __init__(
+        self, resolved: ResolvedModel, *, vocab_size: int, rngs: nnx.Rngs, pieces=None, unk_id: int = 0
+    ):
+        """`pieces`: the tokenizer's string per input id, for embedding designs that spell tokens (char_cnn,
+        word_char); it may list more ids than `vocab_size` (out-of-vocabulary words spelled for the input side,
+        word:spell_unknowns=true). Other designs see such ids as `unk_id`."""
         config = resolved.config
+        self.vocab_size, self.unk_id = vocab_size, unk_id
+        self.spells = resolved.embedding.needs_pieces
         self.embedding = resolved.embedding.build(
             vocab_size=vocab_size, d_model=config.d_model, rngs=rngs, pieces=pieces
         )
@@ -91,6 +97,8 @@ class Transformer(nnx.Module):
     ) -> jax.Array:
         """tokens[B,T], pos[B,T] -> logits[B,T,V]; `key` (training only) drives the embedding's dropout."""
         pe = self.positional
+        if not self.spells:  # ids past the output vocabulary (spelled unknown words) are <unk> to a table
+            tokens = jnp.where(tokens >= self.vocab_size, self.unk_id, tokens)
         x = self.embedding.embed(tokens, key=key).astype(dtype)  # [B,T,E]
         x = pe.embed(x, pos)
         for layer, block in enumerate(self.blocks):

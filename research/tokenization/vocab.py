@@ -31,6 +31,7 @@ from research.config import ConfigError
 from research.tokenization.base import TOKENIZERS, TokenizerConfig
 
 UNK, DOC = "<unk>", "<doc>"
+REPLACEMENT = "\ufffd"  # what <unk> decodes to
 UNK_ID, DOC_ID = 0, 1
 WORD_PATTERN = re.compile(r" ?\w+| ?[^\s\w]+|\s+(?!\S)|\s+")
 VERSION = "vocab-tokenizer-v1"
@@ -50,40 +51,56 @@ def build_vocabulary(counts: Counter, *, min_count: int, max_size: int | None) -
 
 
 class VocabTokenizer:
-    """A fixed list of types; `split` turns text into types (characters or words)."""
+    """A fixed list of types; `split` turns text into types (characters or words).
+
+    With `spell_unknowns`, a type outside the vocabulary gets its own id >= vocab_size (numbered in order of first
+    encounter, so the ids depend on what was encoded before: `stateful`, never cached) instead of <unk>: designs
+    that spell tokens (char_cnn, word_char) then see the real word, `input_pieces()` lists every id's string,
+    targets are still closed to <unk> (research/data/stream.close_targets) and decode is lossless."""
 
     unk_id = UNK_ID
     doc_id = DOC_ID
 
-    def __init__(self, kind: str, types: list[str], *, name: str):
+    def __init__(self, kind: str, types: list[str], *, name: str, spell_unknowns: bool = False):
         self.kind = kind
         self.types = types
         self.name = name
         self.vocab_size = len(types)
         self._ids = {t: i for i, t in enumerate(types) if i > DOC_ID}  # specials are never produced from text
-        payload = json.dumps([VERSION, kind, types], ensure_ascii=False).encode()
+        self.stateful = spell_unknowns
+        self.extra: dict[str, int] = {}
+        payload = json.dumps([VERSION, kind, types, spell_unknowns], ensure_ascii=False).encode()
         self.fingerprint = hashlib.sha256(payload).hexdigest()
 
     def split(self, text: str) -> list[str]:
         return list(text) if self.kind == "char" else pretokenize_words(text)
 
+    def _spelled_id(self, token: str) -> int:
+        if token not in self.extra:
+            self.extra[token] = self.vocab_size + len(self.extra)
+        return self.extra[token]
+
     def encode(self, text: str) -> np.ndarray:
         get = self._ids.get
+        if self.stateful:
+            return np.fromiter((get(t) or self._spelled_id(t) for t in self.split(text)), dtype=np.int32)
         return np.fromiter((get(t, UNK_ID) for t in self.split(text)), dtype=np.int32)
 
     def decode(self, ids) -> str:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
-                f"{self.name}: ids must be in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}"
-            )
-        return "".join(
-            "\ufffd" if i == UNK_ID else "" if i == DOC_ID else self.types[i] for i in ids.tolist()
-        )
+        size = self.vocab_size + len(self.extra)
+        if ids.size and (ids.min() < 0 or ids.max() >= size):
+            raise ValueError(f"{self.name}: ids must be in [0, {size}), got {ids.min()}..{ids.max()}")
+        pieces = self.input_pieces()
+        return "".join(REPLACEMENT if i == UNK_ID else "" if i == DOC_ID else pieces[i] for i in ids.tolist())
 
     def pieces(self) -> list[str]:
-        """The string of every id (specials as their names)."""
+        """The string of every output id (specials as their names)."""
         return list(self.types)
+
+    def input_pieces(self) -> list[str]:
+        """The string of every id the encoder has produced: the vocabulary, then the spelled unknowns."""
+        return [*self.types, *self.extra]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,6 +110,9 @@ class _VocabConfig(TokenizerConfig):
     """Types seen fewer times in the train split become <unk>."""
     max_size: int | None = None
     """At most this many ids (including <unk> and <doc>); None = no cap."""
+    spell_unknowns: bool = False
+    """Give out-of-vocabulary types their own input ids (>= vocab_size) so that character-aware embeddings see
+    their spelling; the targets stay <unk>."""
 
     def validate(self) -> None:
         if self.min_count < 1:
@@ -109,7 +129,8 @@ class _VocabConfig(TokenizerConfig):
         for doc in train_documents:
             counts.update(probe.split(doc))
         types = build_vocabulary(counts, min_count=self.min_count, max_size=self.max_size)
-        return VocabTokenizer(self.kind, types, name=f"{self.kind}-{len(types)}")
+        name = f"{self.kind}-{len(types)}"
+        return VocabTokenizer(self.kind, types, name=name, spell_unknowns=self.spell_unknowns)
 
 
 @TOKENIZERS.register("char")
