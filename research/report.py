@@ -1,5 +1,8 @@
 """Study report: runs/<study>/*/summary.json -> results/<study>/{summary.csv, table.md, figures/*.png, runs/}.
 
+Without run directories (a fresh clone), the summaries saved in results/<study>/runs/ are used, so committed tables
+and figures regenerate from what is committed.
+
 Generated, never hand-edited. An experiment file may define `derived(summary) -> dict` (metrics computed from a run's
 summary, merged into its metrics) and `figures(groups, folder) -> list[Path]` to draw its own
 figures (groups: {key: [{"name", "knobs", "summary"}, ...]}); otherwise metrics naming a length (len_N) are drawn as
@@ -36,6 +39,17 @@ def collect(run_root: Path) -> list[dict]:
     return rows
 
 
+def collect_saved(folder: Path) -> list[dict]:
+    """The run summaries a previous report saved (results/<study>/runs/<run>.json): a committed study's table and
+    figures regenerate from them without its run directories."""
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        rows.append(
+            {"name": path.stem, "knobs": parse_run_name(path.stem), "summary": json.loads(path.read_text())}
+        )
+    return rows
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "–"
@@ -57,9 +71,12 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
     path, arg = split_target(target)
     module = load_experiment(path)
     study = study_name(path, arg)
-    rows = collect(Path(root) / study)
+    rows = collect(Path(root) / study) or collect_saved(Path(out) / study / "runs")
     if not rows:
-        raise FileNotFoundError(f"no finished runs (summary.json) under {Path(root) / study}")
+        raise FileNotFoundError(
+            f"no finished runs (summary.json) under {Path(root) / study}, and no saved summaries under "
+            f"{Path(out) / study / 'runs'}"
+        )
     if hasattr(module, "derived"):  # metrics computed from the summary (e.g. tokens per byte)
         for r in rows:
             r["summary"]["metrics"] = {**r["summary"]["metrics"], **module.derived(r["summary"])}

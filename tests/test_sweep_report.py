@@ -111,6 +111,9 @@ def test_report_from_summaries(tmp_path):
     assert f"| positional=nope | 2 | 2.1000 ± {std:.4f} |" in table
     assert "test cpu, 2 cores" in table and "Wall time" in table
     assert (dest / "figures" / "extrapolation.png").stat().st_size > 1000
+    # A fresh clone has no run directories: the report regenerates from the summaries it saved.
+    again = write_report(str(exp), root=tmp_path / "no_runs_here", out=tmp_path / "results")
+    assert (again / "table.md").read_text() == table
 
 
 def test_sweep_resumes_an_interrupted_run(tmp_path, monkeypatch):
