@@ -170,14 +170,19 @@ def _figures(groups: dict, metric_names: list[str], folder: Path) -> list[Path]:
     with_length.sort()
     xs = [x for x, _ in with_length]
     unit = metric_names[0].rsplit("/", 1)[-1]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, members in sorted(groups.items()):
+    many = (
+        len(groups) > 10
+    )  # past the default colour cycle: 20 colours, alternating line styles, legend outside
+    fig, ax = plt.subplots(figsize=(9.5 if many else 7, 4.5))
+    colours = plt.get_cmap("tab20").colors if many else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (key, members) in enumerate(sorted(groups.items())):
         means, stds = [], []
         for _, name in with_length:
             values = [m["summary"]["metrics"][name] for m in members if name in m["summary"]["metrics"]]
             means.append(statistics.fmean(values))
             stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key)
+        style = {"color": colours[i % len(colours)], "linestyle": ("-", "--")[i % 2] if many else "-"}
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key, **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.axvline(xs[0], color="grey", linestyle=":", linewidth=1)
@@ -185,7 +190,10 @@ def _figures(groups: dict, metric_names: list[str], folder: Path) -> list[Path]:
     ax.set_ylabel(f"test {unit}")
     ax.set_yscale("log")
     ax.set_title("Length extrapolation (lower is better)")
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     path = folder / "extrapolation.png"
