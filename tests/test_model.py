@@ -52,9 +52,10 @@ def test_parameter_counts_split():
     counts = parameter_counts(model)
     assert counts["embedding"] == VOCAB * 32  # tied: one table
     assert counts["positional"] == T * 32  # learned absolute table [max_len, E]
-    assert counts["total"] == counts["embedding"] + counts["positional"] + counts["rest"]
+    assert counts["readout"] == 0
+    assert counts["total"] == counts["embedding"] + counts["readout"] + counts["positional"] + counts["rest"]
     untied = parameter_counts(build("nope", embedding={"name": "table", "tied": False}))
-    assert untied["embedding"] == 2 * VOCAB * 32 and untied["positional"] == 0
+    assert untied["embedding"] == VOCAB * 32 and untied["readout"] == VOCAB * 32 and untied["positional"] == 0
 
 
 def test_tied_readout_shares_the_table():
