@@ -19,6 +19,7 @@ Commands:
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
 from research.experiment import parse_knobs, schedule
+from research.plotting import save_figure
 
 DESIGNS = {
     "word": {"name": "table"},
@@ -105,8 +106,4 @@ def figures(groups: dict, folder):
     ax.set_ylabel("test loss (nats per word)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = folder / "loss_by_frequency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "loss_by_frequency.png")]

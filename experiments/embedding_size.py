@@ -19,6 +19,7 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
 from research.experiment import parse_knobs, schedule
+from research.plotting import save_figure
 
 WIDTHS = (16, 32, 64, 128, 256, 512)
 D_MODELS = (64, 128, 256)
@@ -95,8 +96,4 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         ax.set_ylabel("test bits per byte")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = folder / "bpb_vs_embedding.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "bpb_vs_embedding.png")]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TaskConfig, TrainConfig
 from research.experiment import parse_knobs
+from research.plotting import save_figure
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 SAMPLERS = ("contiguous", "randomized")
@@ -143,8 +144,4 @@ def figures(groups: dict, folder: Path) -> list[Path]:
             ax.set_ylabel("per-token accuracy")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = folder / "accuracy_vs_length.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "accuracy_vs_length.png")]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from research.experiment import parse_knobs
+from research.plotting import save_figure
 
 METHODS = ("none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3")
 SEQ_LEN = 64  # L, the pre-training length
@@ -136,8 +137,4 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("test bits per byte")
-    fig.tight_layout()
-    path = folder / "bpb_vs_length.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "bpb_vs_length.png")]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
 from research.experiment import parse_knobs, schedule
+from research.plotting import save_figure
 
 TOKENIZERS = {
     "byte": {"name": "byte"},
@@ -121,8 +122,4 @@ def figures(groups: dict, folder: Path) -> list[Path]:
     for ax in (left, right):
         ax.tick_params(axis="x", rotation=45)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = folder / "by_tokenizer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "by_tokenizer.png")]

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from research.config import resolve_spec
+from research.plotting import save_figure
 from research.positional import POSITIONAL, Dims
 
 
@@ -96,11 +97,7 @@ def plot_scheme(name: str, folder: Path, *, dims: Dims, length: int) -> Path:
         axes[i].set_xlabel("distance i - j")
         axes[i].legend(fontsize=6, ncol=2)
     fig.suptitle(f"{name} (at initialisation; d_model {dims.d_model}, {dims.num_heads} heads, T={length})")
-    fig.tight_layout()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save_figure(fig, Path(folder) / f"{name}.png", dpi=100)
     return path
 
 
@@ -208,10 +205,5 @@ def plot_attention_distance(
     axes[0][0].set_ylabel("mean attention distance (tokens)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{Path(run_dir).name}: {config.model.positional.get('name')} (trained, test windows)")
-    fig.tight_layout()
-    out = Path(out) if out else Path(run_dir) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "attention_distance.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save_figure(fig, Path(out or Path(run_dir) / "figures") / "attention_distance.png", dpi=100)
     return path, values

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from research.diagnostics import load_trained_model
+from research.plotting import save_figure
 
 
 def token_vectors(model, vocab: int) -> np.ndarray:
@@ -74,10 +75,5 @@ def inspect(
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
     ax.set_title(f"{Path(run_dir).name}: {data.tokenizer.name} embedding table (40 most frequent labelled)")
-    fig.tight_layout()
-    out = Path(out) if out else Path(run_dir) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "embedding_pca.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, Path(out or Path(run_dir) / "figures") / "embedding_pca.png")
     return {"figure": path, "neighbours": neighbours, "explained_variance": ratio.tolist()}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from research.experiment import load_experiment, split_target, study_name
 from research.metrics import atomic_write_text
+from research.plotting import save_figure
 
 LENGTH = re.compile(r"len_(\d+)")
 
@@ -195,8 +196,4 @@ def _figures(groups: dict, metric_names: list[str], folder: Path) -> list[Path]:
     else:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    path = folder / "extrapolation.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "extrapolation.png", dpi=120)]
