@@ -19,15 +19,19 @@ from research.data.stream import eval_windows
 from research.parallel import shard_batch, to_host
 
 
+def token_nll(graphdef, positions, params, inputs, targets):
+    """Per-token NLL in nats [B,T] of the model (evaluation positions, no dropout)."""
+    model = nnx.merge(graphdef, params)
+    pos = positions.sample(inputs.shape[0], inputs.shape[1], key=jax.random.key(0), train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(model(inputs, pos), targets)  # [B,T]
+
+
 def make_eval_step(graphdef, positions):
     """(params, inputs[B,T], targets[B,T], mask[B,T]) -> (sum of NLL in nats, number of targets)."""
 
     @jax.jit
     def eval_step(params, inputs, targets, mask):
-        model = nnx.merge(graphdef, params)
-        pos = positions.sample(inputs.shape[0], inputs.shape[1], key=jax.random.key(0), train=False)
-        logits = model(inputs, pos)  # [B,T,V]
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B,T]
+        nll = token_nll(graphdef, positions, params, inputs, targets)
         mask = mask.astype(jnp.float32)
         return jnp.sum(nll * mask), jnp.sum(mask)
 
@@ -76,9 +80,7 @@ def make_bucket_eval_step(graphdef, positions, bucket_of, num_buckets: int):
 
     @jax.jit
     def step(params, inputs, targets, mask):
-        model = nnx.merge(graphdef, params)
-        pos = positions.sample(inputs.shape[0], inputs.shape[1], key=jax.random.key(0), train=False)
-        nll = optax.softmax_cross_entropy_with_integer_labels(model(inputs, pos), targets)  # [B,T]
+        nll = token_nll(graphdef, positions, params, inputs, targets)
         mask = mask.astype(jnp.float32)
         ids = bucket_of[targets].reshape(-1)
         return (

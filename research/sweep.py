@@ -68,12 +68,13 @@ def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
     path, arg = split_target(target)
     module = load_experiment(path)
     study = study_name(path, arg)
+    knobs = expand_sweep(module, arg)
     runs = [
         Run(format_knobs(k), f"{path}:{join_arg(arg, k)}", Path(root) / study / format_knobs(k))
-        for k in expand_sweep(module, arg)
+        for k in knobs
     ]
     workdirs = {r.workdir.absolute(): r for r in runs}
-    for run, k in zip(runs, expand_sweep(module, arg)):
+    for run, k in zip(runs, knobs):
         init_from = module.get_config(join_arg(arg, k)).train.init_from
         if init_from is not None:
             source = init_source(init_from, run.workdir)
@@ -82,11 +83,11 @@ def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
     return study, runs
 
 
-def _next_launchable(todo: deque, finished: set[Path], failed: set[Path]):
-    """The first queued run whose dependency has finished (or that has none); a run whose dependency failed is
-    returned as ('blocked', run)."""
+def _next_launchable(todo: deque, failed: set[Path]):
+    """The first queued run whose dependency has finished (its summary.json exists) or that has none; a run whose
+    dependency failed is returned as ('blocked', run)."""
     for run in todo:
-        if run.after is None or run.after in finished or (run.after / "summary.json").exists():
+        if run.after is None or (run.after / "summary.json").exists():
             return "ready", run
         if run.after in failed:
             return "blocked", run
@@ -124,11 +125,10 @@ def run_sweep(target: str, *, jobs: int = 1, root: str | Path = "runs", extra_ar
     done = skipped
     last_status = 0.0
     start = time.time()
-    finished_dirs: set[Path] = set()
     failed_dirs: set[Path] = set()
     while todo or running:
         while todo and len(running) < jobs:
-            state, run = _next_launchable(todo, finished_dirs, failed_dirs)
+            state, run = _next_launchable(todo, failed_dirs)
             if state is None:
                 break  # every queued run waits for a running one
             todo.remove(run)
@@ -155,7 +155,6 @@ def run_sweep(target: str, *, jobs: int = 1, root: str | Path = "runs", extra_ar
             done += 1
             took = time.time() - run.started
             if code == 0 and run.finished:
-                finished_dirs.add(run.workdir.absolute())
                 out(f"[{done}/{len(runs)}] done  {run.name} ({took:.0f} s)")
             else:
                 failed.append(run)

@@ -136,22 +136,35 @@ def cast_floating(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float32):
-    """Pure (params, opt_state, inputs[B,T], targets[B,T], step) -> (params, opt_state, loss); donated state.
+def mean_nll(logits, targets, mask=None):
+    """Mean cross-entropy over all targets, or over those with mask 1 (mask [B,T])."""
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B,T]
+    if mask is None:
+        return nll.mean()
+    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
-    With compute_dtype bfloat16 the forward and backward pass run on a bfloat16 copy of the parameters; the
-    gradients flow back through the cast to the float32 parameters, and the loss is computed in float32."""
+
+def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float32):
+    """Pure (params, opt_state, inputs[B,T], targets[B,T], step[, mask, lengths]) -> (params, opt_state, loss);
+    donated state.
+
+    `mask` [B,T] (right-padded task batches, research/train_task.py) restricts the mean loss to the marked
+    targets, and `lengths` [B] tells the position sampler each row's real length; without them every target
+    counts. With compute_dtype bfloat16 the forward and backward pass run on a bfloat16 copy of the parameters;
+    the gradients flow back through the cast to the float32 parameters, and the loss is computed in float32."""
     base_key = jax.random.key(seed)
 
-    def loss_fn(params, inputs, targets, pos, key):
+    def loss_fn(params, inputs, targets, pos, key, mask):
         compute = params if compute_dtype == jnp.float32 else cast_floating(params, compute_dtype)
         logits = nnx.merge(graphdef, compute)(inputs, pos, key=key, dtype=compute_dtype)  # [B,T,V] float32
-        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+        return mean_nll(logits, targets, mask)
 
-    def train_step(params, opt_state, inputs, targets, step):
+    def train_step(params, opt_state, inputs, targets, step, mask=None, lengths=None):
         key = jax.random.fold_in(base_key, step)
-        pos = positions.sample(inputs.shape[0], inputs.shape[1], key=key, train=True)
-        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, pos, jax.random.fold_in(key, 1))
+        pos = positions.sample(inputs.shape[0], inputs.shape[1], key=key, train=True, lengths=lengths)
+        loss, grads = jax.value_and_grad(loss_fn)(
+            params, inputs, targets, pos, jax.random.fold_in(key, 1), mask
+        )
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 

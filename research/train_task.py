@@ -24,7 +24,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from research.checkpoint import Checkpointer
@@ -33,7 +32,7 @@ from research.data.tasks import PAD, TASKS, Task, TaskBatch
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
-from research.train import TrainingDiverged
+from research.train import COMPUTE_DTYPES, TrainingDiverged, make_train_step, mean_nll
 
 EVAL_SEED = 20230526  # the test set is the same for every run: a function of (task, length) only
 
@@ -76,6 +75,10 @@ def validate(config: Config):
         raise ConfigError(f"train.warmup_steps: expected 0..train.steps={tr.steps}, got {tr.warmup_steps}")
     if config.eval.positional is not None:
         raise ConfigError("eval.positional: not supported for task runs (set it to None)")
+    if tr.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(
+            f"train.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {tr.compute_dtype!r}"
+        )
     if tr.init_from is not None:
         raise ConfigError("train.init_from: not supported for task runs (set it to None)")
     train_len = max_sequence_length(task, t.train_max_length)
@@ -109,31 +112,6 @@ def eval_batch(task: Task, n: int, *, examples: int, length: int):
     return pad(task.sample(np.random.default_rng([EVAL_SEED, n]), examples, n), length)
 
 
-def _masked_loss(logits, targets, mask):
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B,T]
-    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def make_train_step(graphdef, tx, positions, seed: int):
-    """(params, opt_state, inputs, targets, mask, lengths, step) -> (params, opt_state, loss); donated state."""
-    base_key = jax.random.key(seed)
-
-    def loss_fn(params, inputs, targets, mask, pos, key):
-        logits = nnx.merge(graphdef, params)(inputs, pos, key=key)  # [B,T,V]
-        return _masked_loss(logits, targets, mask)
-
-    def train_step(params, opt_state, inputs, targets, mask, lengths, step):
-        key = jax.random.fold_in(base_key, step)
-        pos = positions.sample(inputs.shape[0], inputs.shape[1], key=key, train=True, lengths=lengths)
-        loss, grads = jax.value_and_grad(loss_fn)(
-            params, inputs, targets, mask, pos, jax.random.fold_in(key, 1)
-        )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return jax.jit(train_step, donate_argnums=(0, 1))
-
-
 def make_eval_step(graphdef, positions):
     """(params, inputs, targets, mask, lengths) -> (loss, correct tokens, output tokens, correct sequences)."""
 
@@ -145,7 +123,7 @@ def make_eval_step(graphdef, positions):
         logits = nnx.merge(graphdef, params)(inputs, pos)  # [B,T,V]
         correct = (jnp.argmax(logits, -1) == targets) * mask  # [B,T]
         per_sequence = jnp.sum(correct, 1) == jnp.sum(mask, 1)  # [B]
-        return _masked_loss(logits, targets, mask), jnp.sum(correct), jnp.sum(mask), jnp.sum(per_sequence)
+        return mean_nll(logits, targets, mask), jnp.sum(correct), jnp.sum(mask), jnp.sum(per_sequence)
 
     return eval_step
 
@@ -208,7 +186,9 @@ def train_and_evaluate_task(config: Config, workdir: str | Path, *, log=print) -
         params, opt_state = ckpt.restore(start_step, (params, opt_state))
         log(f"resumed from checkpoint at step {start_step}")
     metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
-    train_step = make_train_step(graphdef, tx, resolved.positions, config.seed)
+    train_step = make_train_step(
+        graphdef, tx, resolved.positions, config.seed, COMPUTE_DTYPES[config.train.compute_dtype]
+    )  # the corpus runs' step, with the padding mask and row lengths
     eval_step = make_eval_step(graphdef, resolved.positions)
     log(
         f"task {t.task['name']}: {counts['total']:,} parameters; vocab {task.vocab_size}; train n <= "
@@ -226,8 +206,9 @@ def train_and_evaluate_task(config: Config, workdir: str | Path, *, log=print) -
                 max_n=t.train_max_length,
                 length=train_len,
             )
+            inputs, targets, mask, lengths = shard_batch(batch, mesh)
             params, opt_state, loss = train_step(
-                params, opt_state, *shard_batch(batch, mesh), jnp.int32(step - 1)
+                params, opt_state, inputs, targets, jnp.int32(step - 1), mask, lengths
             )
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
             last = step == tr.steps

@@ -19,6 +19,17 @@ from research.train import train_and_evaluate
 
 from .conftest import tiny_config
 
+
+def run_on_eight_devices(script: str) -> dict:
+    """Run `script` in a fresh Python with 8 simulated CPU devices; its last stdout line is JSON."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 EIGHT_DEVICES = textwrap.dedent(
     """
     import json
@@ -77,12 +88,7 @@ def test_eight_devices_match_one_device():
     batch (within 1e-5 relative); a global batch not divisible by the device count is a clear error."""
     import numpy as np
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    proc = subprocess.run(
-        [sys.executable, "-c", EIGHT_DEVICES], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_eight_devices(EIGHT_DEVICES)
     one, eight = out["1"], out["8"]
     assert eight["loss"] == pytest.approx(one["loss"], rel=1e-5)
     for a, b in zip(one["grads"], eight["grads"]):
@@ -220,12 +226,7 @@ def test_vocabulary_sharded_embedding_matches_replicated():
     the vocabulary, and loss and gradients equal the replicated (8 x 1) run within 1e-5."""
     import numpy as np
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    proc = subprocess.run(
-        [sys.executable, "-c", VOCAB_SHARDED], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_eight_devices(VOCAB_SHARDED)
     replicated, sharded = out["1"], out["4"]
     assert sharded["table_spec"] == "P('model', None)" and sharded["table_shard"] == [16, 32]
     assert sharded["readout_spec"] == "P(None, 'model')"

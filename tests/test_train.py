@@ -9,11 +9,7 @@ import pytest
 from research.metrics import read_jsonl
 from research.train import train_and_evaluate
 
-from .conftest import tiny_config
-
-
-class Interrupt(Exception):
-    pass
+from .conftest import check_resume_equivalence, tiny_config
 
 
 def test_tiny_run_writes_the_run_directory(tmp_path):
@@ -32,22 +28,7 @@ def test_tiny_run_writes_the_run_directory(tmp_path):
 
 
 def test_resume_gives_the_same_final_metrics(tmp_path):
-    config = tiny_config("alibi")
-    reference = train_and_evaluate(config, tmp_path / "straight", log=lambda m: None)
-
-    def crash_at_step_5(message):
-        if message.startswith("step 5/"):
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_and_evaluate(config, tmp_path / "killed", log=crash_at_step_5)
-    assert not (tmp_path / "killed" / "summary.json").exists()  # a sweep would not take it for finished
-    messages = []
-    resumed = train_and_evaluate(config, tmp_path / "killed", log=messages.append)
-    assert "resumed from checkpoint at step 4" in messages
-    assert resumed["metrics"] == reference["metrics"]  # bitwise: same batches, same compiled steps
-    steps = [r["step"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")]
-    assert steps == [1, 2, 3, 4, 5, 6]  # no duplicated or missing steps
+    check_resume_equivalence(tiny_config("alibi"), tmp_path)
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):

@@ -25,9 +25,7 @@ from research.train_task import (
     train_batch,
 )
 
-
-class Interrupt(Exception):
-    pass
+from .conftest import check_resume_equivalence
 
 
 def task_config(positional="rope", positions="contiguous", task="reverse_string", **train) -> Config:
@@ -65,21 +63,7 @@ def test_tiny_task_run_writes_per_length_accuracy(tmp_path):
 
 
 def test_task_run_resumes_to_the_same_result(tmp_path):
-    config = task_config("alibi", "randomized")
-    reference = train_and_evaluate(config, tmp_path / "straight", log=lambda m: None)
-
-    def crash_at_step_5(message):
-        if message.startswith("step 5/"):
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_and_evaluate(config, tmp_path / "killed", log=crash_at_step_5)
-    assert not (tmp_path / "killed" / "summary.json").exists()
-    messages = []
-    resumed = train_and_evaluate(config, tmp_path / "killed", log=messages.append)
-    assert "resumed from checkpoint at step 4" in messages
-    assert resumed["metrics"] == reference["metrics"]
-    assert [r["step"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    check_resume_equivalence(task_config("alibi", "randomized"), tmp_path)
 
 
 @pytest.mark.parametrize("positional", ["rope", "alibi", "t5_bias", "learned", "nope"])
