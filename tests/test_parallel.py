@@ -126,12 +126,12 @@ def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     exp = write_experiment(tmp_path)
-    extra = ["--train.steps", "14", "--train.checkpoint_every", "1", "--train.log_every", "1"]
+    extra = ["--train.steps", "60", "--train.checkpoint_every", "1", "--train.log_every", "1"]
     run(f"{exp}:positional=alibi", tmp_path / "reference", extra=extra)
     killed = kill_and_resume(f"{exp}:positional=alibi", tmp_path / "killed", kills=5, extra=extra, seed=1)
     assert len(killed) == 5
     result = compare_runs(tmp_path / "reference", tmp_path / "killed")
-    assert result["steps"] == list(range(1, 15))
+    assert result["steps"] == list(range(1, 61))
     assert result["steps_ok"] and result["bitwise_equal"]
     assert (tmp_path / "killed" / "log.txt").read_text().count("killed (SIGKILL)") == 5
 
