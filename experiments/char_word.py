@@ -4,7 +4,7 @@ word+char input embeddings.
 Designs (research/embedding/): `table` (word-only), `char_cnn` (Kim et al. 2016: vectors composed from characters),
 `word_char` with `concat`, `sum` and `gate` (Miyamoto & Cho 2016). Word tokenizer (GPT-2-style split) keeping types
 seen at least twice in the train split (the rest is <unk>); the same transformer (d_model 128, 3 layers, 4 heads,
-RoPE), 500 steps of 32 x 64 words. Reported: test bits-per-byte and test loss by how often the target word occurs in
+RoPE), 400 steps of 16 x 64 words. Reported: test bits-per-byte and test loss by how often the target word occurs in
 the train split (`eval.frequency_buckets` 1-10, 11-100, 101-1000, >1000, and `oov`).
 
 Out-of-vocabulary words are spelled for the input side (`word:spell_unknowns=true`): the character designs read
@@ -40,7 +40,7 @@ def get_config(arg: str = "") -> Config:
     k = knobs(arg)
     if k.embedding not in DESIGNS:
         raise ValueError(f"embedding: expected one of {', '.join(DESIGNS)}, got {k.embedding!r}")
-    steps, eval_bytes, layers, seq_len, batch = 500, 60_000, 3, SEQ_LEN, 32
+    steps, eval_bytes, layers, seq_len, batch = 400, 60_000, 3, SEQ_LEN, 16
     embedding = dict(DESIGNS[k.embedding])
     if k.runlocal:
         steps, eval_bytes, layers, seq_len, batch = 4, 5_000, 1, 16, 4

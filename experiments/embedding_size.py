@@ -5,7 +5,7 @@ model), 3 seeds each:
 - `sweep=width`: a fixed transformer (d_model 128, 3 layers, 4 heads) with a factorized embedding (ALBERT) of width
   E in {16, 32, 64, 128, 256, 512}: a V x E table projected to d_model, tied readout;
 - `sweep=dmodel`: plain tied tables with d_model in {64, 128, 256} (E = d_model; the whole model grows).
-Each run: 500 steps of 32 x 128 tokens, AdamW 3e-3, RoPE; test bits-per-byte at the training length.
+Each run: 300 steps of 16 x 128 tokens, AdamW 3e-3, RoPE; test bits-per-byte at the training length.
 
 Commands:
   python scripts/sweep.py experiments/embedding_size.py --jobs 2        # 27 runs
@@ -32,7 +32,7 @@ def knobs(arg):
 
 def get_config(arg: str = "") -> Config:
     k = knobs(arg)
-    steps, eval_bytes, layers, vocab, seq_len, batch = 500, 60_000, 3, 4096, SEQ_LEN, 32
+    steps, eval_bytes, layers, vocab, seq_len, batch = 300, 60_000, 3, 4096, SEQ_LEN, 16
     if k.runlocal:
         steps, eval_bytes, layers, vocab, seq_len, batch = 4, 5_000, 1, 1100, 16, 4
     embedding = {"name": "table"} if not k.embed_dim else {"name": "factorized", "embed_dim": k.embed_dim}

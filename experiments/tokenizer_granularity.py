@@ -3,7 +3,7 @@
 Tokenizers: byte, char, BPE with 1k / 4k / 16k pieces, unigram with 4k, word with 10k and 30k types (the word
 vocabularies keep the most frequent types of the train split; the rest is <unk>, see the caveat below). The
 transformer is the same for all (d_model 128, 3 layers, 4 heads, RoPE, tied tables), so only the embedding table
-and readout grow with the vocabulary; every run trains 500 steps of 32 x 128 tokens (the same tokens, not the same
+and readout grow with the vocabulary; every run trains 300 steps of 16 x 128 tokens (the same tokens, not the same
 bytes: a coarser tokenizer sees more text, which is its point) and is evaluated at 128 tokens.
 
 Corpora: the default `wiki-sample`, and any other passed as a knob, with its own run and result folders, e.g.
@@ -59,7 +59,7 @@ def get_config(arg: str = "") -> Config:
     k = knobs(arg)
     if k.tokenizer not in TOKENIZERS:
         raise ValueError(f"tokenizer: expected one of {', '.join(TOKENIZERS)}, got {k.tokenizer!r}")
-    steps, eval_bytes, layers, seq_len, batch = 500, 60_000, 3, SEQ_LEN, 32
+    steps, eval_bytes, layers, seq_len, batch = 300, 60_000, 3, SEQ_LEN, 16
     tokenizer = TOKENIZERS[k.tokenizer]
     if k.runlocal:
         steps, eval_bytes, layers, seq_len, batch = 4, 5_000, 1, 16, 4
