@@ -39,8 +39,52 @@ class DataConfig:
     """Training sequence length in tokens; evaluation lengths are multiples of it."""
     batch_size: int = 32
     """Global batch size in sequences (split over all devices)."""
+    train_docs: tuple[float, float] = (0.0, 1.0)
+    """The part [start, end) of the corpus's train-split documents (as fractions of their number, in corpus order)
+    that is this run's train split: the tokenizer is built on it and the model trains on it. E.g. (0.0, 0.5) keeps
+    the other half for something else, such as training word vectors (scripts/train_vectors.py
+    `wiki-sample:0.5-1.0`)."""
+    train_fraction: float = 1.0
+    """Train on the first fraction of the train split's tokens only; the tokenizer is still built on the whole
+    train split (same vocabulary for every fraction), e.g. for data-size ablations."""
     max_eval_bytes: int | None = None
     """Cap on the UTF-8 bytes of the valid/test splits used (cut at a document boundary); None = whole split."""
+
+
+@_frozen
+class PretrainedConfig:
+    """Initialise the embedding table from pretrained word vectors (research/embedding/pretrained.py)."""
+
+    path: str | None = None
+    """A word2vec text/binary, GloVe or fastText .vec/.bin file, or a recipe `train:ALGO:CORPUS[,key=value...]`
+    (research/vectors.py: vectors trained with gensim once, cached, e.g.
+    `train:word2vec:wiki-sample:0.5-1.0,dim=128`); None = the design's random initialisation."""
+    format: str | None = None
+    """word2vec-text, word2vec-binary, glove, fasttext-vec or fasttext-bin; None = detect from the file."""
+    limit: int | None = None
+    """Read only the first N vectors (files are usually sorted by frequency)."""
+    unmatched: str = "random"
+    """Rows of tokens with no vector: 'random' (normal, at the pretrained vectors' scale), 'zeros' or 'mean'."""
+    rescale: bool = False
+    """Scale the aligned rows so that their entries' standard deviation equals model.embedding.init_std (the random
+    initialisation's scale), keeping the directions; False keeps the file's values."""
+    casefold: bool = True
+    """Match a token case-insensitively when its exact form has no vector."""
+    subwords: bool = True
+    """fastText .bin: compose vectors of unmatched tokens from their character n-grams."""
+    projection: bool = True
+    """Vectors narrower or wider than d_model: learn a projection to d_model (the `table` design becomes
+    `factorized` with embed_dim = the vectors' dimension); False makes a dimension mismatch an error."""
+    mode: str = "finetune"
+    """'finetune' (train the table with the rest), 'frozen' (never update it), or 'frozen_then_finetune'
+    (frozen for freeze_steps steps, then trained); through optax.multi_transform. A tied readout shares the
+    table, so freezing the table freezes it too."""
+    freeze_steps: int = 0
+    """Steps the table stays frozen with mode='frozen_then_finetune'."""
+    encoding: str = "utf-8"
+    """Encoding of the words in the file."""
+    errors: str = "strict"
+    """What to do with words that do not decode: 'strict' (error naming the line), 'replace' or 'ignore'."""
 
 
 @_frozen
@@ -58,6 +102,8 @@ class ModelConfig:
     """How position ids are drawn at training time (research/positional/positions.py)."""
     embedding: Spec = dataclasses.field(default_factory=lambda: {"name": "table"})
     """Token-embedding design (research/embedding/)."""
+    pretrained: PretrainedConfig = dataclasses.field(default_factory=PretrainedConfig)
+    """Pretrained vectors for the embedding table (designs `table`, `factorized`)."""
 
 
 @_frozen

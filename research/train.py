@@ -113,7 +113,10 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def make_optimizer(t) -> optax.GradientTransformation:
+def make_optimizer(t, pretrained=None) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with warmup + cosine decay. With `pretrained` (model.pretrained) in mode
+    'frozen' or 'frozen_then_finetune', the embedding table gets its own branch of an optax.multi_transform:
+    zero updates, or AdamW scaled by 0 before step freeze_steps and by 1 from then on."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=t.learning_rate,
@@ -122,10 +125,29 @@ def make_optimizer(t) -> optax.GradientTransformation:
         end_value=t.learning_rate * t.min_lr_ratio,
     )
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # no decay on gains
-    return optax.chain(
-        optax.clip_by_global_norm(t.grad_clip),
-        optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask),
+    adamw = lambda: optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask)
+    mode = "finetune" if pretrained is None or pretrained.path is None else pretrained.mode
+    if mode == "finetune":
+        inner = adamw()
+    else:
+        frozen = (
+            optax.set_to_zero()
+            if mode == "frozen"
+            else optax.chain(adamw(), optax.scale_by_schedule(lambda count: count >= pretrained.freeze_steps))
+        )
+        inner = optax.multi_transform({"rest": adamw(), "pretrained": frozen}, pretrained_labels)
+    return optax.chain(optax.clip_by_global_norm(t.grad_clip), inner)
+
+
+PRETRAINED_TABLE = "['embedding']['table']"
+
+
+def pretrained_labels(params):
+    """'pretrained' for the embedding table, 'rest' for every other parameter."""
+    label = lambda path, _: (
+        "pretrained" if jax.tree_util.keystr(path).startswith(PRETRAINED_TABLE) else "rest"
     )
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -287,7 +309,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     final_graphdef = graphdef
     if config.eval.positional is not None:  # checked now, not after training
         final_graphdef = build_eval_graphdef(config, params, vocab_size=vocab_size, pieces=pieces)
-    tx = make_optimizer(config.train)
+    pretrained_report = None
+    if config.model.pretrained.path is not None:
+        pretrained_report = init_pretrained(params, config, data, log)
+    tx = make_optimizer(config.train, config.model.pretrained)
     params = shard_params(params, mesh)
     opt_state = shard_params(tx.init(params), mesh)
 
@@ -426,6 +451,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         "wall_time_s": time.time() - start_time,
         "train_tokens_per_s": steady_throughput(workdir / "metrics.jsonl", "train/tokens_per_s"),
         "resumed_from_step": start_step,
+        "pretrained": pretrained_report,
         "init_from": None
         if config.train.init_from is None
         else str(init_source(config.train.init_from, workdir)),
@@ -435,6 +461,54 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     if is_primary():
         atomic_write_json(workdir / "summary.json", summary)
     return summary
+
+
+def init_pretrained(params, config: Config, data, log) -> dict:
+    """Overwrite the embedding table in `params` with pretrained vectors aligned to the tokenizer; the coverage
+    report (also logged)."""
+    from research.embedding.pretrained import align, load_vectors
+    from research.vectors import is_recipe, materialize
+
+    p = config.model.pretrained
+    start = time.time()
+    path, info = materialize(p.path, log=log) if is_recipe(p.path) else (p.path, None)
+    vectors = load_vectors(path, p.format, p.limit, encoding=p.encoding, errors=p.errors)
+    vocab_size = data.tokenizer.vocab_size
+    counts = np.bincount(np.asarray(data.splits["train"].tokens), minlength=vocab_size)[:vocab_size]
+    matrix, report = align(
+        vectors,
+        data.tokenizer.pieces(),
+        unmatched=p.unmatched,
+        casefold=p.casefold,
+        subwords=p.subwords,
+        counts=counts,
+        seed=config.seed,
+    )
+    if p.rescale:
+        init_std = getattr(config.model.embedding, "get", lambda *_: None)("init_std") or 0.02
+        matrix = matrix * np.float32(init_std / max(float(matrix.std()), 1e-12))
+        report["rescaled_to_std"] = init_std
+    table = params["embedding"]["table"]
+    if table.shape != matrix.shape:
+        raise ConfigError(
+            f"model.pretrained: aligned vectors {matrix.shape} do not fit the table {table.shape}"
+        )
+    table.value = jnp.asarray(matrix)
+    if info is not None:
+        report["vectors"] = info
+    report.update(path=str(p.path), format=vectors.format, words=len(vectors), dim=vectors.dim, mode=p.mode,
+                  load_s=round(time.time() - start, 3))  # fmt: skip
+    log(
+        f"pretrained {vectors.format} vectors {p.path} ({len(vectors):,} x {vectors.dim}): {report['exact']} exact, "
+        f"{report['casefold']} case-folded, {report['subword']} from n-grams, {report['unmatched']} unmatched "
+        f"({p.unmatched}), {report['special']} special; {report.get('token_coverage', 0):.1%} of train tokens "
+        f"covered; most frequent unmatched: {', '.join(repr(w) for w, _ in report['top_unmatched'][:8])}"
+    )
+    if p.mode != "finetune" and getattr(config.model.embedding, "get", lambda *_: True)("tied", True):
+        log(
+            f"note: model.pretrained.mode={p.mode} with a tied readout: the readout is the table, so it is frozen too"
+        )
+    return report
 
 
 def input_pieces(tokenizer) -> list[str]:

@@ -65,6 +65,13 @@ def validate_data_config(data_config: DataConfig) -> None:
     for field in ("seq_len", "batch_size"):
         if getattr(data_config, field) <= 0:
             raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(data_config, field)}")
+    a, b = data_config.train_docs
+    if not 0.0 <= a < b <= 1.0:
+        raise ConfigError(f"data.train_docs: expected 0 <= start < end <= 1, got {data_config.train_docs}")
+    if not 0.0 < data_config.train_fraction <= 1.0:
+        raise ConfigError(
+            f"data.train_fraction: expected 0 < fraction <= 1, got {data_config.train_fraction}"
+        )
     if data_config.max_eval_bytes is not None and data_config.max_eval_bytes <= 0:
         raise ConfigError(f"data.max_eval_bytes: expected None or > 0, got {data_config.max_eval_bytes}")
 
@@ -85,12 +92,22 @@ def oov_rate(tokenizer: Tokenizer, tokens: np.ndarray) -> float:
     return float(np.mean((real == unk) | (real >= tokenizer.vocab_size)))
 
 
-def split_documents(corpus: Corpus, split: str, max_eval_bytes: int | None) -> list[str]:
-    """The documents of a split, with valid/test cut to max_eval_bytes (train is never cut)."""
+def split_documents(
+    corpus: Corpus, split: str, max_eval_bytes: int | None, train_docs: tuple[float, float] = (0.0, 1.0)
+) -> list[str]:
+    """The documents of a split, with valid/test cut to max_eval_bytes and train to the `train_docs` range."""
     docs = corpus.documents(split)
-    if split != "train" and max_eval_bytes is not None:
+    if split == "train":
+        return select_range(docs, train_docs)
+    if max_eval_bytes is not None:
         docs = truncate_documents(docs, max_eval_bytes)
     return docs
+
+
+def select_range(docs: list, span: tuple[float, float]) -> list:
+    """docs[round(start * n) : round(end * n)]."""
+    n = len(docs)
+    return docs[round(span[0] * n) : round(span[1] * n)]
 
 
 def prepare_data(data_config: DataConfig) -> Dataset:
@@ -98,12 +115,17 @@ def prepare_data(data_config: DataConfig) -> Dataset:
     validate_data_config(data_config)
     corpus_config, tokenizer_config = resolve_data(data_config)
     corpus = corpus_config.load()
-    tokenizer = tokenizer_config.build(corpus.documents("train"))
+    train_docs = tuple(data_config.train_docs)
+    if not select_range(corpus.documents("train"), train_docs):
+        raise ConfigError(f"data.train_docs: {train_docs} selects no document of {corpus.name}'s train split")
+    tokenizer = tokenizer_config.build(split_documents(corpus, "train", None, train_docs))
     corpus_key = corpus.key
     splits = {}
     for split in SPLITS:
-        docs = split_documents(corpus, split, data_config.max_eval_bytes)
-        limit = None if split == "train" else data_config.max_eval_bytes
+        docs = split_documents(corpus, split, data_config.max_eval_bytes, train_docs)
+        limit = train_docs if split == "train" else data_config.max_eval_bytes
+        if limit == (0.0, 1.0):
+            limit = None  # the key of the whole train split, as before train_docs existed
         key = f"{corpus_key}|{tokenizer.fingerprint}|{split}|{limit}|{PIPELINE_VERSION}"
         path = cache_dir() / "tokens" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
         stateful = getattr(tokenizer, "stateful", False)  # ids depend on what it encoded before: no cache
@@ -116,6 +138,10 @@ def prepare_data(data_config: DataConfig) -> Dataset:
                 np.save(buffer, tokens)
                 atomic_write(path, buffer.getvalue())
         num_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
+        if split == "train" and data_config.train_fraction < 1.0:  # the first part of the stream
+            keep = max(2, round(data_config.train_fraction * len(tokens)))
+            num_bytes = round(num_bytes * keep / len(tokens))  # approximate: reported, not used for bpb
+            tokens = tokens[:keep]
         splits[split] = TokenSplit(
             tokens=tokens,
             num_bytes=num_bytes,

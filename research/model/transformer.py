@@ -63,7 +63,71 @@ def resolve_model(config: ModelConfig, *, max_len: int, vocab_size: int | None =
             embedding.validate(vocab_size=vocab_size, d_model=config.d_model)
     except ValueError as e:
         raise ConfigError(str(e) if str(e).startswith("model.") else f"model.positional: {e}") from None
+    embedding = resolve_pretrained(config.pretrained, embedding, config.d_model)
     return ResolvedModel(config, dims, positional, positions, embedding)
+
+
+PRETRAINED_MODES = ("finetune", "frozen", "frozen_then_finetune")
+
+
+def resolve_pretrained(p, embedding, d_model: int):
+    """Check model.pretrained (reads only the vector file's header) and return the embedding design to build:
+    with vectors of another width than a `table`'s d_model and projection=True, a `factorized` design whose table
+    has the vectors' width (the learned projection)."""
+    from research.embedding.factorized import FactorizedConfig
+    from research.embedding.pretrained import FORMATS, vector_dim
+    from research.embedding.table import TableConfig
+
+    if p.path is None:
+        if p.mode != "finetune" or p.freeze_steps:
+            raise ConfigError(
+                "model.pretrained.mode/freeze_steps: need model.pretrained.path (a vector file)"
+            )
+        return embedding
+    if p.mode not in PRETRAINED_MODES:
+        raise ConfigError(
+            f"model.pretrained.mode: expected one of {', '.join(PRETRAINED_MODES)}, got {p.mode!r}"
+        )
+    if p.freeze_steps < 0 or (p.freeze_steps and p.mode != "frozen_then_finetune"):
+        raise ConfigError(
+            f"model.pretrained.freeze_steps: expected >= 0, and > 0 only with mode='frozen_then_finetune', got "
+            f"{p.freeze_steps} with mode={p.mode!r}"
+        )
+    if p.format is not None and p.format not in FORMATS:
+        raise ConfigError(
+            f"model.pretrained.format: expected one of {', '.join(FORMATS)} or None, got {p.format!r}"
+        )
+    if p.unmatched not in ("random", "zeros", "mean"):
+        raise ConfigError(f"model.pretrained.unmatched: expected random, zeros or mean, got {p.unmatched!r}")
+    if p.errors not in ("strict", "replace", "ignore"):
+        raise ConfigError(f"model.pretrained.errors: expected strict, replace or ignore, got {p.errors!r}")
+    if p.limit is not None and p.limit < 1:
+        raise ConfigError(f"model.pretrained.limit: expected a positive integer or None, got {p.limit}")
+    if not isinstance(embedding, TableConfig | FactorizedConfig):
+        raise ConfigError(
+            f"model.pretrained: initialises the table of the `table` and `factorized` designs, not "
+            f"{type(embedding).__name__}"
+        )
+    from research.vectors import is_recipe, parse_recipe
+
+    try:
+        dim = parse_recipe(p.path)["dim"] if is_recipe(p.path) else vector_dim(p.path, p.format)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.pretrained.path: {e}") from None
+    width = embedding.embed_dim if isinstance(embedding, FactorizedConfig) else d_model
+    if dim == width:
+        return embedding
+    if isinstance(embedding, FactorizedConfig) or not p.projection:
+        raise ConfigError(
+            f"model.pretrained: the vectors in {p.path} have dimension {dim} but the table is {width} wide; "
+            + (
+                f"set model.embedding.embed_dim={dim}"
+                if isinstance(embedding, FactorizedConfig)
+                else f"set model.d_model={dim}, or model.pretrained.projection=true (learned {dim} -> {d_model})"
+            )
+        )
+    options = {f.name: getattr(embedding, f.name) for f in dataclasses.fields(embedding) if f.init}
+    return FactorizedConfig(**options, embed_dim=dim)
 
 
 class Block(nnx.Module):

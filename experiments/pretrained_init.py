@@ -1,0 +1,143 @@
+"""Do pretrained word vectors help a word-level LM, and most when training data is scarce?
+
+The default corpus's train split is cut in two halves by document: the LM's train split is the first half
+(`data.train_docs=(0, 0.5)`), the vectors are trained by gensim on the second half (`train:ALGO:wiki-sample:0.5-1.0`
+recipes, research/vectors.py: skip-gram, 128 dimensions, 10 epochs, min_count 2; fastText with 3-6-character
+n-grams in 50k buckets), so the vectors never see the LM's training text. Word tokenizer (GPT-2-style split, at most
+8000 types, built on the LM's half for every fraction, so all runs share one vocabulary); the LM trains on the
+first 1%, 10% or 100% of its half's tokens (`data.train_fraction`).
+
+Initialisations of the input table (untied readout, so the readout is always learned from scratch):
+  random            the table's normal(0, 0.02) initialisation
+  word2vec / fasttext, `finetune` (trained with the rest) or `frozen` (never updated; optax.multi_transform)
+Aligned rows are rescaled to the random table's standard deviation (0.02; `model.pretrained.rescale`), so that
+only the directions differ; tokens without a vector (punctuation-with-space pieces, rare words): random rows at
+that scale; fastText composes vectors for words it has not seen from their n-grams.
+
+Same transformer for all (d_model 128, 2 layers, 4 heads, RoPE); 200 steps of 16 x 64 words; reported: test
+bits-per-byte and loss by train-frequency bucket of the target, and the vectors' intrinsic scores (Google
+analogies, WordSim-353 and SimLex-999 Spearman; research/embedding/intrinsic.py).
+
+Commands:
+  python scripts/sweep.py experiments/pretrained_init.py --jobs 2          # 5 inits x 3 fractions x 3 seeds
+  python scripts/sweep.py experiments/pretrained_init.py:small --jobs 2    # 1 seed (15 runs)
+  python scripts/report.py experiments/pretrained_init.py[:small]
+  python scripts/train.py experiments/pretrained_init.py:runlocal,init=fasttext_frozen --workdir /tmp/run
+"""
+
+import statistics
+from pathlib import Path
+
+from research.config import Config, DataConfig, EvalConfig, ModelConfig, PretrainedConfig
+from research.experiment import parse_knobs, schedule
+from research.plotting import save_figure
+
+DIM = 128
+VECTORS = {
+    "word2vec": f"train:word2vec:wiki-sample:0.5-1.0,dim={DIM},epochs=10,min_count=2,seed=0",
+    "fasttext": f"train:fasttext:wiki-sample:0.5-1.0,dim={DIM},epochs=10,min_count=2,seed=0,bucket=50000",
+}
+INITS = ("random", "word2vec_finetune", "word2vec_frozen", "fasttext_finetune", "fasttext_frozen")
+FRACTIONS = (0.01, 0.1, 1.0)
+SEQ_LEN = 64
+BUCKETS = (10, 100, 1000)
+
+
+def knobs(arg):
+    return parse_knobs(arg, small=False, runlocal=False, init="random", fraction=1.0, seed=0)
+
+
+def get_config(arg: str = "") -> Config:
+    k = knobs(arg)
+    if k.init not in INITS:
+        raise ValueError(f"init: expected one of {', '.join(INITS)}, got {k.init!r}")
+    steps, eval_bytes, layers, seq_len, batch, dim = 200, 60_000, 2, SEQ_LEN, 16, DIM
+    vectors = dict(VECTORS)
+    if k.runlocal:
+        steps, eval_bytes, layers, seq_len, batch, dim = 4, 5_000, 1, 16, 4, 16
+        vectors = {
+            name: f"train:{name}:lee,dim=16,epochs=1,min_count=5,seed=0,bucket=1000" for name in VECTORS
+        }
+    pretrained = PretrainedConfig()
+    if k.init != "random":
+        source, mode = k.init.split("_")
+        pretrained = PretrainedConfig(path=vectors[source], mode=mode, rescale=True)
+    return Config(
+        seed=k.seed,
+        data=DataConfig(
+            tokenizer={"name": "word", "max_size": 8000},
+            train_docs=(0.0, 0.5),
+            train_fraction=float(k.fraction),
+            seq_len=seq_len,
+            batch_size=batch,
+            max_eval_bytes=eval_bytes,
+        ),
+        model=ModelConfig(
+            d_model=dim,
+            num_layers=layers,
+            num_heads=4,
+            embedding={"name": "table", "tied": False},
+            pretrained=pretrained,
+        ),  # fmt: skip
+        train=schedule(steps, 3e-3),
+        eval=EvalConfig(
+            length_multipliers=(1,), batch_size=16, valid_max_windows=32, frequency_buckets=BUCKETS
+        ),
+    )
+
+
+def sweep(add, arg: str = "") -> None:
+    k = knobs(arg)
+    seeds = (0,) if (k.small or k.runlocal) else (0, 1, 2)
+    for seed in seeds:
+        for fraction in FRACTIONS:
+            for init in INITS:
+                add(init=init, fraction=fraction, seed=seed)
+
+
+def metrics() -> list[str]:
+    prefix = f"test/len_{SEQ_LEN}"
+    return [f"{prefix}/bpb", f"{prefix}/loss_bucket/1-10", f"{prefix}/loss_bucket/>1000", "coverage",
+            "analogy", "wordsim353", "simlex999"]  # fmt: skip
+
+
+def derived(summary: dict) -> dict:
+    """Coverage of the vocabulary by the vectors and the vectors' intrinsic scores (nan for random)."""
+    p = summary.get("pretrained") or {}
+    scores = (p.get("vectors") or {}).get("intrinsic", {})
+    nan = float("nan")
+    return {
+        "coverage": p.get("coverage", nan),
+        "analogy": scores.get("analogy_accuracy", nan),
+        "wordsim353": scores.get("wordsim353_spearman", nan),
+        "simlex999": scores.get("simlex999_spearman", nan),
+    }
+
+
+def figures(groups: dict, folder: Path) -> list[Path]:
+    """Test bpb against the training-data fraction, one line per initialisation (mean, min-max over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list] = {}
+    for members in groups.values():
+        knob = members[0]["knobs"]
+        bpb = [m["summary"]["metrics"][metrics()[0]] for m in members]
+        lines.setdefault(knob["init"], []).append(
+            (float(knob["fraction"]), statistics.fmean(bpb), min(bpb), max(bpb))
+        )
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for init in sorted(lines, key=lambda name: INITS.index(name) if name in INITS else 99):
+        points = sorted(lines[init])
+        x, mean, lo, hi = zip(*points)
+        style = "--" if init.endswith("frozen") else "-"
+        ax.errorbar(x, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                    marker="o", capsize=3, linestyle=style, label=init)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the LM's training tokens")
+    ax.set_ylabel("test bits per byte")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [save_figure(fig, folder / "bpb_vs_data.png")]
