@@ -137,7 +137,7 @@ def load_trained_model(run_dir: str | Path):
         pieces = None
     model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed), pieces=pieces)
     graphdef, params = nnx.split(model)
-    tx = make_optimizer(config.train)
+    tx = make_optimizer(config.train, config.model.pretrained)
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
     try:
         step = ckpt.latest_step()

@@ -493,7 +493,7 @@ def init_pretrained(params, config: Config, data, log) -> dict:
         raise ConfigError(
             f"model.pretrained: aligned vectors {matrix.shape} do not fit the table {table.shape}"
         )
-    table.value = jnp.asarray(matrix)
+    table[...] = jnp.asarray(matrix)
     if info is not None:
         report["vectors"] = info
     report.update(path=str(p.path), format=vectors.format, words=len(vectors), dim=vectors.dim, mode=p.mode,

@@ -332,7 +332,7 @@ def _read_text(path: Path, data, *, header: bool, limit, encoding: str, errors: 
         count = sum(1 for _, _, line in _lines(data, start) if line.strip())  # blank lines are skipped below
     capacity = min(count, limit) if limit else count
     rows = _Rows(path, capacity, dim)
-    chunk_rows = max(16, min(8192, (1 << 22) // (12 * dim)))  # ~4 MB of text per parse
+    chunk_rows = max(16, min(8192, capacity // 64, (1 << 22) // (12 * dim)))  # <= ~4 MB of text per parse
     words: list[str] = []
     values: list[bytes] = []
     lines_in_chunk: list[tuple[int, bytes]] = []
@@ -425,7 +425,7 @@ def _read_word2vec_binary(path: Path, data, limit, encoding: str, errors: str) -
     rows = _Rows(path, capacity, dim)
     record = 4 * dim
     size = len(data)
-    chunk = max(16, min(8192, (1 << 22) // record))
+    chunk = max(16, min(8192, capacity // 64, (1 << 22) // record))
     words: list[str] = []
     block = np.empty((chunk, dim), np.float32)
     for i in range(capacity):
@@ -678,6 +678,8 @@ def align(
 def vector_dim(path: str | Path, format: str | None = None) -> int:
     """The vectors' dimension from the file's header or first row, without reading the rest."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such vector file")
     data = _open_bytes(path)
     try:
         fmt = format or detect_format(path, data)
