@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -137,3 +138,92 @@ def run_benchmarks(
     for row in rows:
         row["ratio_to_nope"] = row["step_ms"] / base["step_ms"] if base else None
     return {"matmul_peak_flops": peak, "reference": ref, "steps": steps, "rows": rows}
+
+
+def embedding_bandwidth(
+    vocab: int = 262_144,
+    dim: int = 1024,
+    tokens: int = 16 * 256,
+    repeats: int = 10,
+    copy_bps: float | None = None,
+) -> dict:
+    """Embedding lookup + its gradient (gather, then scatter-add into a dense [V, d] gradient) for a V x d float32
+    table, jitted. Bytes counted: the gather reads and writes tokens x d; the gradient writes the V x d zeros and
+    reads and writes tokens x d rows (scatter-add). Reported against the measured copy bandwidth."""
+    table = jnp.zeros((vocab, dim), jnp.float32) + 0.01
+    ids = jax.random.randint(jax.random.key(0), (tokens,), 0, vocab)
+    upstream = jnp.ones((tokens, dim), jnp.float32)
+
+    @jax.jit
+    def lookup_and_grad(table, ids, upstream):
+        out, vjp = jax.vjp(lambda t: jnp.take(t, ids, axis=0), table)
+        return out, vjp(upstream)[0]
+
+    compile_start = time.perf_counter()
+    jax.block_until_ready(lookup_and_grad(table, ids, upstream))
+    compile_s = time.perf_counter() - compile_start
+    seconds = _median_time(lambda: lookup_and_grad(table, ids, upstream), repeats)
+    row_bytes = tokens * dim * 4
+    moved = 2 * row_bytes + vocab * dim * 4 + 2 * row_bytes
+    copy_bps = copy_bps or copy_bandwidth()
+    return {
+        "name": f"embedding_gather_scatter_{vocab}x{dim}",
+        "step_ms": seconds * 1e3,
+        "bytes": moved,
+        "bytes_per_s": moved / seconds,
+        "copy_bytes_per_s": copy_bps,
+        "fraction_of_copy": moved / seconds / copy_bps,
+        "compile_s": compile_s,
+    }
+
+
+def reader_benchmark(words: int = 200_000, dim: int = 300, repeats: int = 3, log=print) -> list[dict]:
+    """research.embedding.pretrained.load_vectors against gensim's KeyedVectors.load_word2vec_format on a
+    synthetic words x dim file (values %.6f, cached under the cache folder), text and binary; medians."""
+    from gensim.models import KeyedVectors
+
+    from research.data.corpora import cache_dir
+    from research.embedding.pretrained import load_vectors
+
+    folder = cache_dir() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    text, binary = folder / f"synthetic_{words}x{dim}.txt", folder / f"synthetic_{words}x{dim}.bin"
+    if not (text.exists() and binary.exists()):
+        log(f"writing synthetic {words} x {dim} vector files to {folder} (once)")
+        matrix = np.random.default_rng(0).standard_normal((words, dim)).astype(np.float32)
+        with open(str(text) + ".tmp", "w") as f:
+            f.write(f"{words} {dim}\n")
+            for start in range(0, words, 10_000):
+                block = matrix[start : start + 10_000].tolist()
+                f.writelines(
+                    f"w{start + i} " + " ".join(f"{x:.6f}" for x in row) + "\n" for i, row in enumerate(block)
+                )
+        with open(str(binary) + ".tmp", "wb") as f:
+            f.write(f"{words} {dim}\n".encode())
+            for i, row in enumerate(matrix):
+                f.write(f"w{i} ".encode() + row.astype("<f4").tobytes() + b"\n")
+        Path(str(text) + ".tmp").replace(text)
+        Path(str(binary) + ".tmp").replace(binary)
+    rows = []
+    for kind, path in (("text", text), ("binary", binary)):
+        ours = _median_seconds(lambda p=path: load_vectors(p), repeats)
+        theirs = _median_seconds(
+            lambda p=path, b=kind == "binary": KeyedVectors.load_word2vec_format(p, binary=b), repeats
+        )
+        rows.append({
+            "name": f"reader_word2vec_{kind}_{words}x{dim}", "ours_s": ours, "gensim_s": theirs,
+            "speedup_vs_gensim": theirs / ours,
+        })  # fmt: skip
+        log(
+            f"reader word2vec {kind} {words} x {dim}: ours {ours:.2f} s, gensim {theirs:.2f} s -> {theirs / ours:.2f}x"
+        )
+    return rows
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -77,3 +77,33 @@ def inspect(
     ax.set_title(f"{Path(run_dir).name}: {data.tokenizer.name} embedding table (40 most frequent labelled)")
     path = save_figure(fig, Path(out or Path(run_dir) / "figures") / "embedding_pca.png")
     return {"figure": path, "neighbours": neighbours, "explained_variance": ratio.tolist()}
+
+
+def export_table(run_dir: str | Path, out: str | Path, *, binary: bool = False) -> dict:
+    """Write a trained run's input vectors (as `token_vectors`) in word2vec text or binary format. Words are the
+    tokens' text (research.embedding.pretrained.token_text: SentencePiece's ▁ and the word tokenizer's leading
+    space stripped); specials and whitespace-only tokens are left out, and of two tokens with the same text the
+    lower id (the more frequent one) is kept."""
+    from research.data.pipeline import prepare_data
+    from research.embedding.pretrained import save_vectors, token_text
+
+    config, model, _ = load_trained_model(run_dir)
+    if config.task.task is not None:
+        raise ValueError(f"{run_dir}: a synthetic-task run has no tokenizer")
+    pieces = prepare_data(config.data).tokenizer.pieces()
+    vectors = token_vectors(model, len(pieces)).astype(np.float32)
+    keep, words, seen = [], [], set()
+    for i, piece in enumerate(pieces):
+        text = token_text(piece)
+        if text is None or text in seen or (binary and " " in text):
+            continue
+        seen.add(text)
+        keep.append(i)
+        words.append(text)
+    path = save_vectors(out, words, vectors[keep], binary=binary)
+    return {
+        "path": str(path),
+        "words": len(words),
+        "skipped": len(pieces) - len(words),
+        "dim": vectors.shape[1],
+    }

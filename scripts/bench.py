@@ -15,6 +15,8 @@ from research.bench import REFERENCE, run_benchmarks
 from research.metrics import atomic_write_json, atomic_write_text
 from research.train import run_info
 
+SECTIONS = ("steps", "peer", "embedding", "reader")
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -28,17 +30,37 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-peer", dest="peer", action="store_false", help="skip the PyTorch x-transformers peer"
     )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=SECTIONS,
+        help="sections to leave out: steps (every scheme), peer, embedding (256k x 1024 gather/scatter), "
+        "reader (pretrained-vector reader vs gensim, 200k x 300 files written once to the cache)",
+    )  # fmt: skip
+    parser.add_argument("--reader-words", type=int, default=200_000)
     for key, value in REFERENCE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
     args = parser.parse_args(argv)
     ref = {k: getattr(args, k) for k in REFERENCE}
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    result = run_benchmarks(args.schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
+    schemes = args.schemes if "steps" not in args.skip else (["rope"] if "peer" not in args.skip else [])
+    result = run_benchmarks(schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
     result.update(run_info())
+    result["embedding"] = result["reader"] = None
+    if "embedding" not in args.skip:
+        from research.bench import copy_bandwidth, embedding_bandwidth
+
+        copy_bps = copy_bandwidth()
+        result["copy_bytes_per_s"] = copy_bps
+        result["embedding"] = embedding_bandwidth(copy_bps=copy_bps)
+        e = result["embedding"]
+        log(f"embedding gather+scatter: {e['step_ms']:.1f} ms, {e['fraction_of_copy']:.0%} of copy bandwidth")
+    if "reader" not in args.skip:
+        from research.bench import reader_benchmark
+
+        result["reader"] = reader_benchmark(words=args.reader_words, log=log)
     from research.bench_peer import available, bench_peer
 
     result["peer"] = None
-    if args.peer and available():
+    if args.peer and "peer" not in args.skip and available():
         peer = bench_peer(ref=ref, steps=args.steps, warmup=args.warmup)
         ours = next((r for r in result["rows"] if r["scheme"] == "rope"), None)
         peer["ours_over_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"] if ours else None
@@ -56,6 +78,13 @@ def main(argv=None) -> int:
                     }
                 )
             )
+        if result["embedding"]:
+            e = result["embedding"]
+            print(json.dumps({"name": e["name"], "tokens_per_s": None, "step_ms": e["step_ms"], "mfu": None,
+                              "fraction_of_copy": e["fraction_of_copy"]}))  # fmt: skip
+        for r in result["reader"] or []:
+            print(json.dumps({"name": r["name"], "tokens_per_s": None, "step_ms": r["ours_s"] * 1e3, "mfu": None,
+                              "speedup_vs_gensim": r["speedup_vs_gensim"]}))  # fmt: skip
         if result["peer"]:
             peer = result["peer"]
             print(
@@ -109,6 +138,24 @@ def render(result: dict, command: str) -> str:
             f"{peer['step_ms_spread'][1]:.1f}), {peer['tokens_per_s']:.0f} tokens/s. "
             f"**tokens/s ours (rope) / peer = {peer['ours_over_peer']:.2f}**.",
         ]
+    e = result.get("embedding")
+    if e:
+        lines += [
+            "",
+            f"Embedding lookup + gradient ({e['name']}, jitted gather then scatter-add into a dense gradient): "
+            f"{e['step_ms']:.1f} ms, {e['bytes_per_s'] / 1e9:.2f} GB/s = **{e['fraction_of_copy']:.0%} of the "
+            f"measured copy bandwidth** ({e['copy_bytes_per_s'] / 1e9:.2f} GB/s).",
+        ]
+    if result.get("reader"):
+        lines += [
+            "",
+            "| pretrained-vector reader | ours s | gensim s | speedup vs gensim |",
+            "|---|---|---|---|",
+        ]
+        for r in result["reader"]:
+            lines.append(
+                f"| {r['name']} | {r['ours_s']:.2f} | {r['gensim_s']:.2f} | {r['speedup_vs_gensim']:.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

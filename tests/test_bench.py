@@ -26,6 +26,9 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "1",
         "--json",
         "--no-peer",
+        "--skip",
+        "embedding",
+        "reader",
         "--out",
         str(tmp_path),
     ]
@@ -51,3 +54,16 @@ def test_peer_model_matches_our_parameter_count():
     peer = bench_peer(ref=ref, steps=1, warmup=1)
     ours = 8192 * 256 + 4 * 12 * 256 * 256  # tied table + attention (4 E^2) + MLP (8 E^2) per layer
     assert abs(peer["params_total"] - ours) / ours < 0.01  # the peer differs only by its norm gains
+
+
+def test_embedding_and_reader_rows(tmp_path, monkeypatch):
+    from research.bench import embedding_bandwidth, reader_benchmark
+
+    row = embedding_bandwidth(vocab=4096, dim=64, tokens=256, repeats=2)
+    assert (
+        row["bytes"] == 4 * (4 * 256 * 64 + 4096 * 64) and 0 < row["fraction_of_copy"] and row["step_ms"] > 0
+    )
+    monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path))
+    rows = reader_benchmark(words=300, dim=8, repeats=1, log=lambda *_: None)
+    assert [r["name"] for r in rows] == ["reader_word2vec_text_300x8", "reader_word2vec_binary_300x8"]
+    assert all(r["ours_s"] > 0 and r["gensim_s"] > 0 and r["speedup_vs_gensim"] > 0 for r in rows)

@@ -155,6 +155,17 @@ def test_inspect_a_trained_run(tmp_path):
     assert all(p != "e" for p, _ in result["neighbours"]["e"])
     with pytest.raises(KeyError, match="not in the vocabulary"):
         inspect(tmp_path / "run", tokens=["no such token"])
+    from research.embedding.pretrained import load_vectors
+    from research.inspect_embeddings import export_table, token_vectors
+
+    info = export_table(tmp_path / "run", tmp_path / "vectors.bin", binary=True)
+    exported = load_vectors(info["path"])
+    assert len(exported) == info["words"] > 50 and exported.dim == 32
+    from research.diagnostics import load_trained_model
+
+    _, model, _ = load_trained_model(tmp_path / "run")
+    e_id = 101  # byte tokenizer: id of 'e'
+    np.testing.assert_array_equal(exported.vector("e"), token_vectors(model, 257)[e_id].astype(np.float32))
 
 
 # --------------------------------------------------------------------------------------------- char-CNN
