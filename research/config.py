@@ -102,6 +102,10 @@ class ModelConfig:
     """How position ids are drawn at training time (research/positional/positions.py)."""
     embedding: Spec = dataclasses.field(default_factory=lambda: {"name": "table"})
     """Token-embedding design (research/embedding/)."""
+    scan_layers: bool = False
+    """Stack the layers' parameters on a leading axis and run them with nnx.scan: one layer is compiled whatever
+    the depth (compile time flat in num_layers). Same function as the loop (tested); the parameters are initialised
+    from other random streams, so a scanned run does not reproduce a looped one bit for bit. Not for `per_layer`."""
     pretrained: PretrainedConfig = dataclasses.field(default_factory=PretrainedConfig)
     """Pretrained vectors for the embedding table (designs `table`, `factorized`)."""
 

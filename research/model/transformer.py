@@ -64,6 +64,10 @@ def resolve_model(config: ModelConfig, *, max_len: int, vocab_size: int | None =
     except ValueError as e:
         raise ConfigError(str(e) if str(e).startswith("model.") else f"model.positional: {e}") from None
     embedding = resolve_pretrained(config.pretrained, embedding, config.d_model)
+    if config.scan_layers and getattr(positional, "pattern", None) is not None:
+        raise ConfigError(
+            "model.scan_layers: per_layer schemes choose a scheme per layer in Python; use scan_layers=false"
+        )
     return ResolvedModel(config, dims, positional, positions, embedding)
 
 
@@ -153,7 +157,18 @@ class Transformer(nnx.Module):
             vocab_size=vocab_size, d_model=config.d_model, rngs=rngs, pieces=pieces
         )
         self.positional = resolved.positional.build(resolved.dims, rngs=rngs)
-        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.scan_layers = config.scan_layers
+        self.num_layers = config.num_layers
+        if config.scan_layers:  # one Block whose parameters have a leading [L] axis
+
+            @nnx.split_rngs(splits=config.num_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def stacked(rngs):
+                return Block(config, rngs=rngs)
+
+            self.blocks = stacked(rngs)
+        else:
+            self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = RMSNorm(config.d_model)
 
     def __call__(
@@ -165,14 +180,22 @@ class Transformer(nnx.Module):
             tokens = jnp.where(tokens >= self.vocab_size, self.unk_id, tokens)
         x = self.embedding.embed(tokens, key=key).astype(dtype)  # [B,T,E]
         x = pe.embed(x, pos)
-        for layer, block in enumerate(self.blocks):
+
+        def layer_fn(x, block, layer, pe):
             x = x + block.attn(
                 block.attn_norm(x),
                 pos,
                 rotate=functools.partial(pe.rotate, layer=layer),
                 bias=functools.partial(pe.bias, layer=layer),
             )
-            x = x + block.mlp(block.mlp_norm(x))
+            return x + block.mlp(block.mlp_norm(x))
+
+        if self.scan_layers:  # the layer index is traced: per-layer parameters are read with a dynamic index
+            scan = nnx.scan(layer_fn, in_axes=(nnx.Carry, 0, 0, None), out_axes=nnx.Carry)
+            x = scan(x, self.blocks, jnp.arange(self.num_layers), pe)
+        else:
+            for layer, block in enumerate(self.blocks):
+                x = layer_fn(x, block, layer, pe)
         return self.embedding.unembed(self.final_norm(x)).astype(jnp.float32)  # [B,T,V]
 
 
