@@ -12,7 +12,13 @@ from research.config import ConfigError, ModelConfig
 from research.model.transformer import Transformer, resolve_model
 from research.positional import POSITIONAL
 
-SCHEMES = [name for name in POSITIONAL.names() if name != "per_layer"]
+# one scheme per hook and per-layer parameter layout in the default run; every scheme with -m slow
+QUICK = ("rope", "alibi", "fire")
+SCHEMES = [
+    name if name in QUICK else pytest.param(name, marks=pytest.mark.slow)
+    for name in POSITIONAL.names()
+    if name != "per_layer"
+]
 
 
 def _pair(scheme: str):
