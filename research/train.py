@@ -311,7 +311,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         final_graphdef = build_eval_graphdef(config, params, vocab_size=vocab_size, pieces=pieces)
     pretrained_report = None
     if config.model.pretrained.path is not None:
-        pretrained_report = init_pretrained(params, config, data, log)
+        pretrained_report = init_pretrained(params, config, resolved.embedding, data, log)
     tx = make_optimizer(config.train, config.model.pretrained)
     params = shard_params(params, mesh)
     opt_state = shard_params(tx.init(params), mesh)
@@ -463,7 +463,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     return summary
 
 
-def init_pretrained(params, config: Config, data, log) -> dict:
+def init_pretrained(params, config: Config, embedding, data, log) -> dict:
     """Overwrite the embedding table in `params` with pretrained vectors aligned to the tokenizer; the coverage
     report (also logged)."""
     from research.embedding.pretrained import align, load_vectors
@@ -485,7 +485,7 @@ def init_pretrained(params, config: Config, data, log) -> dict:
         seed=config.seed,
     )
     if p.rescale:
-        init_std = getattr(config.model.embedding, "get", lambda *_: None)("init_std") or 0.02
+        init_std = embedding.init_std
         matrix = matrix * np.float32(init_std / max(float(matrix.std()), 1e-12))
         report["rescaled_to_std"] = init_std
     table = params["embedding"]["table"]
@@ -504,7 +504,7 @@ def init_pretrained(params, config: Config, data, log) -> dict:
         f"({p.unmatched}), {report['special']} special; {report.get('token_coverage', 0):.1%} of train tokens "
         f"covered; most frequent unmatched: {', '.join(repr(w) for w, _ in report['top_unmatched'][:8])}"
     )
-    if p.mode != "finetune" and getattr(config.model.embedding, "get", lambda *_: True)("tied", True):
+    if p.mode != "finetune" and embedding.tied:
         log(
             f"note: model.pretrained.mode={p.mode} with a tied readout: the readout is the table, so it is frozen too"
         )

@@ -79,7 +79,7 @@ def resolve_pretrained(p, embedding, d_model: int):
     with vectors of another width than a `table`'s d_model and projection=True, a `factorized` design whose table
     has the vectors' width (the learned projection)."""
     from research.embedding.factorized import FactorizedConfig
-    from research.embedding.pretrained import FORMATS, vector_dim
+    from research.embedding.pretrained import FORMATS, UNMATCHED, vector_dim
     from research.embedding.table import TableConfig
 
     if p.path is None:
@@ -101,8 +101,10 @@ def resolve_pretrained(p, embedding, d_model: int):
         raise ConfigError(
             f"model.pretrained.format: expected one of {', '.join(FORMATS)} or None, got {p.format!r}"
         )
-    if p.unmatched not in ("random", "zeros", "mean"):
-        raise ConfigError(f"model.pretrained.unmatched: expected random, zeros or mean, got {p.unmatched!r}")
+    if p.unmatched not in UNMATCHED:
+        raise ConfigError(
+            f"model.pretrained.unmatched: expected one of {', '.join(UNMATCHED)}, got {p.unmatched!r}"
+        )
     if p.errors not in ("strict", "replace", "ignore"):
         raise ConfigError(f"model.pretrained.errors: expected strict, replace or ignore, got {p.errors!r}")
     if p.limit is not None and p.limit < 1:
