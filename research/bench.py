@@ -122,7 +122,7 @@ def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict
 def run_benchmarks(
     schemes=None, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE, log=print
 ) -> dict:
-    schemes = list(schemes or POSITIONAL.names())
+    schemes = POSITIONAL.names() if schemes is None else list(schemes)
     peak = matmul_peak()
     log(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     rows = []

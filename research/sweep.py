@@ -11,6 +11,7 @@ fails, its dependants are not started and are listed as failed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.config import init_source
+from research.config import Config, ConfigError, from_dict, init_source, to_dict
 from research.experiment import (
     expand_sweep,
     format_knobs,
@@ -44,6 +45,8 @@ class Run:
     log_file: object = field(default=None, repr=False)
     after: Path | None = None
     """The workdir of a run of this sweep that must finish first (this run's train.init_from)."""
+    config: dict = field(default_factory=dict, repr=False)
+    """The run's resolved config (research.config.to_dict), compared by `reuse_saved`."""
 
     @property
     def finished(self) -> bool:
@@ -75,12 +78,52 @@ def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
     ]
     workdirs = {r.workdir.absolute(): r for r in runs}
     for run, k in zip(runs, knobs):
-        init_from = module.get_config(join_arg(arg, k)).train.init_from
+        config = module.get_config(join_arg(arg, k))
+        run.config = to_dict(config)
+        init_from = config.train.init_from
         if init_from is not None:
             source = init_source(init_from, run.workdir)
             if source.absolute() in workdirs:
                 run.after = source.absolute()
     return study, runs
+
+
+def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
+    """Adopt saved summaries (a report's results/<study>/runs/<run>.json) for unfinished runs whose config is
+    identical, field for field, to the one this sweep would train: e.g. the seed-0 runs of `:small` inside the full
+    study. The saved config is read back with `from_dict`, so a field added after the run was saved takes its
+    default (new options default to the old behaviour). The adopted summary.json records `reused_from`; a saved
+    run whose config differs is named with the fields that differ and is trained as usual. Returns the number
+    adopted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--reuse: {folder} is not a folder of saved run summaries")
+    adopted = 0
+    for run in runs:
+        source = folder / f"{run.name}.json"
+        if run.finished or not source.exists():
+            continue
+        saved = json.loads(source.read_text())
+        try:
+            differ = _differences(to_dict(from_dict(Config, saved.get("config", {}))), run.config)
+        except ConfigError as e:
+            differ = [str(e)]
+        if differ:
+            out(f"not reused: {source} (config differs in {', '.join(differ[:5])})")
+            continue
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = run.workdir / "summary.json.tmp"
+        tmp.write_text(json.dumps({**saved, "reused_from": str(source)}, indent=1, sort_keys=True))
+        tmp.replace(run.workdir / "summary.json")
+        adopted += 1
+        out(f"reused: {run.name} <- {source}")
+    return adopted
+
+
+def _differences(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _next_launchable(todo: deque, failed: set[Path]):
@@ -114,9 +157,13 @@ def _launch(run: Run, extra_args: list[str]) -> None:
     run.started = time.time()
 
 
-def run_sweep(target: str, *, jobs: int = 1, root: str | Path = "runs", extra_args=(), out=print) -> int:
-    """Returns the number of failed runs."""
+def run_sweep(
+    target: str, *, jobs: int = 1, root: str | Path = "runs", extra_args=(), out=print, reuse=()
+) -> int:
+    """Returns the number of failed runs. `reuse`: folders of saved run summaries to adopt (see `reuse_saved`)."""
     study, runs = plan(target, root)
+    for folder in reuse:
+        reuse_saved(runs, folder, out)
     todo = deque(r for r in runs if not r.finished)
     skipped = len(runs) - len(todo)
     out(f"{study}: {len(runs)} runs, {skipped} already finished, {len(todo)} to run, {jobs} at a time")

@@ -1,7 +1,8 @@
 """Run an experiment's sweep: `python scripts/sweep.py experiments/<study>.py[:knobs] [--jobs N]`, or on a SLURM
 cluster: `... --launcher slurm --partition P --time MIN --gpus-per-run G` (submitit; research/cluster.py).
 
-Finished runs (with summary.json) are skipped; unfinished ones resume from their last checkpoint. A failed run is
+Finished runs (with summary.json) are skipped (`--reuse results/<study>/runs` also adopts saved runs whose config
+is identical); unfinished ones resume from their last checkpoint. A failed run is
 reported at the end with the tail of its log and makes the exit status non-zero.
 """
 
@@ -22,6 +23,14 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, as local processes (default 1)")
     parser.add_argument(
         "--root", default="runs", help="parent of the study's run directories (default runs/)"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="adopt saved run summaries (results/<study>/runs/) whose config is identical to a planned run's, "
+        "e.g. the seed-0 runs of :small in the full study (repeatable)",
     )
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished")
     parser.add_argument(
@@ -62,8 +71,9 @@ def main(argv=None) -> int:
             root=args.root,
             extra_args=extra,
             out=lambda s: print(s, flush=True),
+            reuse=args.reuse,
         )
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 1 if failed else 0

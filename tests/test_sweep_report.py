@@ -234,3 +234,29 @@ def test_submitit_launcher_runs_skips_and_chains(tmp_path, monkeypatch):
     lines = []
     assert submit_sweep(str(exp), launcher="submitit-local", root=tmp_path / "runs", out=lines.append) == 0
     assert "2 already finished, 0 to submit" in lines[0]
+
+
+def test_reuse_adopts_only_saved_runs_with_the_same_config(tmp_path):
+    """--reuse: a saved summary is adopted only when its config (missing fields at their defaults) is the planned
+    one; a saved run with a different config is reported and left to train."""
+    from research.config import to_dict
+    from research.sweep import reuse_saved
+
+    path = write_experiment(tmp_path)
+    _, runs = plan(str(path), tmp_path / "runs")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    nope, alibi = runs
+    old_config = json.loads(json.dumps(nope.config))
+    del old_config["model"]["scan_layers"]  # a field added after the run was saved: its default applies
+    (saved / f"{nope.name}.json").write_text(json.dumps({"config": old_config, "metrics": {"x": 1.0}}))
+    other = json.loads(json.dumps(alibi.config))
+    other["train"]["steps"] = 3
+    (saved / f"{alibi.name}.json").write_text(json.dumps({"config": other, "metrics": {"x": 2.0}}))
+    messages = []
+    assert reuse_saved(runs, saved, out=messages.append) == 1
+    adopted = json.loads((nope.workdir / "summary.json").read_text())
+    assert adopted["metrics"] == {"x": 1.0} and adopted["reused_from"] == str(saved / f"{nope.name}.json")
+    assert nope.finished and not alibi.finished
+    assert any("not reused" in m and "train.steps" in m for m in messages)
+    assert to_dict(load_experiment(path).get_config("positional=nope,seed=0")) == nope.config
