@@ -108,11 +108,19 @@ def render(result: dict, command: str) -> str:
     ref = result["reference"]
     m = result["machine"]
     lines = [
-        "# Training-step benchmark",
+        "# Benchmark" if not result["rows"] else "# Training-step benchmark",
         "",
         f"`{command}` on {datetime.date.today().isoformat()}; {m['cpu']}, {m['cores']} cores, "
         f"{result['device']['count']} × {result['device']['kind']}; "
         + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())),
+    ]
+    if result["rows"]:  # the step table (left out with --skip steps)
+        lines += _step_table(result, ref)
+    return "\n".join(lines + _other_rows(result)) + "\n"
+
+
+def _step_table(result: dict, ref: dict) -> list[str]:
+    lines = [
         "",
         f"Reference config: vocab {ref['vocab_size']}, d_model {ref['d_model']}, {ref['num_layers']} layers, "
         f"{ref['num_heads']} heads, sequence {ref['seq_len']}, batch {ref['batch_size']}, AdamW, float32. "
@@ -128,6 +136,11 @@ def render(result: dict, command: str) -> str:
             f"| {r['scheme']} | {r['step_ms']:.1f} ({r['step_ms_spread'][0]:.1f}–{r['step_ms_spread'][1]:.1f}) "
             f"| {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | {r['compile_s']:.2f} | {ratio} |"
         )
+    return lines
+
+
+def _other_rows(result: dict) -> list[str]:
+    lines = []
     peer = result.get("peer")
     if peer:
         lines += [
@@ -149,6 +162,9 @@ def render(result: dict, command: str) -> str:
     if result.get("reader"):
         lines += [
             "",
+            "Pretrained-vector reader, `load_vectors` against gensim's `KeyedVectors.load_word2vec_format` on the "
+            "same synthetic file (median of 3 loads each):",
+            "",
             "| pretrained-vector reader | ours s | gensim s | speedup vs gensim |",
             "|---|---|---|---|",
         ]
@@ -156,7 +172,7 @@ def render(result: dict, command: str) -> str:
             lines.append(
                 f"| {r['name']} | {r['ours_s']:.2f} | {r['gensim_s']:.2f} | {r['speedup_vs_gensim']:.2f}x |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":
