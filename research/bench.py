@@ -59,12 +59,14 @@ def model_flops_per_token(
     return 6 * (counts["rest"] + counts["positional"] + readout) + 12 * num_layers * seq_len * d_model
 
 
-def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE) -> dict:
+def _reference_step(positional: str, ref: dict, *, loss_chunk: int = 0, scan_layers: bool = False):
+    """(parameter counts, jitted train step, params, opt_state, inputs, targets) at the reference config."""
     model_config = ModelConfig(
         d_model=ref["d_model"],
         num_layers=ref["num_layers"],
         num_heads=ref["num_heads"],
         positional={"name": positional},
+        scan_layers=scan_layers,
     )
     resolved = resolve_model(model_config, max_len=ref["seq_len"], vocab_size=ref["vocab_size"])
     model = Transformer(resolved, vocab_size=ref["vocab_size"], rngs=nnx.Rngs(0))
@@ -72,11 +74,40 @@ def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict
     graphdef, params = nnx.split(model)
     tx = make_optimizer(TrainConfig(steps=1000, warmup_steps=10))
     opt_state = tx.init(params)
-    step_fn = make_train_step(graphdef, tx, resolved.positions, seed=0)
+    step_fn = make_train_step(graphdef, tx, resolved.positions, seed=0, loss_chunk=loss_chunk)
     rng = np.random.default_rng(0)
     shape = (ref["batch_size"], ref["seq_len"])
     inputs = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
     targets = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
+    return counts, step_fn, params, opt_state, inputs, targets
+
+
+def compile_seconds(positional: str, *, num_layers: int, scan_layers: bool, ref: dict = REFERENCE) -> float:
+    """Seconds to lower and compile the reference training step at depth `num_layers` (layers looped or
+    scanned), with a fresh compilation cache entry (a new jit per call)."""
+    _, step_fn, params, opt_state, inputs, targets = _reference_step(
+        positional, {**ref, "num_layers": num_layers}, scan_layers=scan_layers
+    )
+    start = time.perf_counter()
+    step_fn.lower(params, opt_state, inputs, targets, jnp.int32(0)).compile()
+    return time.perf_counter() - start
+
+
+def bench_scheme(
+    positional: str,
+    *,
+    steps: int = 10,
+    warmup: int = 2,
+    ref: dict = REFERENCE,
+    loss_chunk: int = 0,
+    scan_layers: bool = False,
+) -> dict:
+    """Median step time, tokens/s, compile time and model FLOPs/s of one scheme at the reference config;
+    `loss_chunk` / `scan_layers` time the fused loss and the scanned layer stack instead of the defaults."""
+    counts, step_fn, params, opt_state, inputs, targets = _reference_step(
+        positional, ref, loss_chunk=loss_chunk, scan_layers=scan_layers
+    )
+    shape = inputs.shape
 
     start = time.perf_counter()
     compiled = step_fn.lower(params, opt_state, inputs, targets, jnp.int32(0)).compile()
@@ -106,9 +137,12 @@ def bench_scheme(positional: str, *, steps: int = 10, warmup: int = 2, ref: dict
         )
         * tokens
     )
+    variant = "".join(
+        [f"+loss_chunk={loss_chunk}" if loss_chunk else "", "+scan_layers" if scan_layers else ""]
+    )
     return {
-        "name": f"train_step/{positional}",
-        "scheme": positional,
+        "name": f"train_step/{positional}{variant}",
+        "scheme": positional + variant,
         "step_ms": step_s * 1e3,
         "step_ms_spread": [min(times) * 1e3, max(times) * 1e3],
         "tokens_per_s": tokens / step_s,

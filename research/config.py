@@ -135,6 +135,10 @@ class TrainConfig:
     compute_dtype: str = "float32"
     """Mixed precision: 'bfloat16' runs the training forward and backward pass in bfloat16 from float32 master
     parameters (cast inside the step; optimizer state and updates stay float32). Evaluation runs in float32."""
+    loss_chunk: int = 0
+    """> 0: the training loss walks the B*T targets in chunks of this many tokens and computes each chunk's readout
+    gradients in the same pass, never holding the [B,T,V] logits (research/loss.py); same value up to summation
+    order. 0 = the plain loss on the full logits."""
     init_from: str | None = None
     """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its

@@ -35,6 +35,7 @@ from research.evaluate import (
     make_bucket_eval_step,
     make_eval_step,
 )
+from research.loss import fused_mean_nll, mean_nll
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, is_primary, make_mesh, shard_batch, shard_params, to_host
@@ -58,6 +59,10 @@ def validate(config: Config, *, vocab_size: int | None = None):
     if t.compute_dtype not in COMPUTE_DTYPES:
         raise ConfigError(
             f"train.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {t.compute_dtype!r}"
+        )
+    if t.loss_chunk < 0:
+        raise ConfigError(
+            f"train.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {t.loss_chunk}"
         )
     if t.steps < 0 or (t.steps == 0 and t.init_from is None):
         raise ConfigError(
@@ -158,28 +163,25 @@ def cast_floating(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def mean_nll(logits, targets, mask=None):
-    """Mean cross-entropy over all targets, or over those with mask 1 (mask [B,T])."""
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B,T]
-    if mask is None:
-        return nll.mean()
-    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float32):
+def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float32, loss_chunk: int = 0):
     """Pure (params, opt_state, inputs[B,T], targets[B,T], step[, mask, lengths]) -> (params, opt_state, loss);
     donated state.
 
     `mask` [B,T] (right-padded task batches, research/train_task.py) restricts the mean loss to the marked
     targets, and `lengths` [B] tells the position sampler each row's real length; without them every target
     counts. With compute_dtype bfloat16 the forward and backward pass run on a bfloat16 copy of the parameters;
-    the gradients flow back through the cast to the float32 parameters, and the loss is computed in float32."""
+    the gradients flow back through the cast to the float32 parameters, and the loss is computed in float32.
+    `loss_chunk` > 0 computes the loss and the readout's gradients chunk by chunk without the [B,T,V] logits
+    (research/loss.py); same value up to summation order."""
     base_key = jax.random.key(seed)
 
     def loss_fn(params, inputs, targets, pos, key, mask):
         compute = params if compute_dtype == jnp.float32 else cast_floating(params, compute_dtype)
-        logits = nnx.merge(graphdef, compute)(inputs, pos, key=key, dtype=compute_dtype)  # [B,T,V] float32
-        return mean_nll(logits, targets, mask)
+        model = nnx.merge(graphdef, compute)
+        if loss_chunk:
+            hidden = model.features(inputs, pos, key=key, dtype=compute_dtype)  # [B,T,E]
+            return fused_mean_nll(model.embedding, hidden, targets, mask, chunk=loss_chunk)
+        return mean_nll(model(inputs, pos, key=key, dtype=compute_dtype), targets, mask)  # [B,T,V] float32
 
     def train_step(params, opt_state, inputs, targets, step, mask=None, lengths=None):
         key = jax.random.fold_in(base_key, step)
@@ -331,7 +333,12 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
         log = lambda message: None  # noqa: E731  (one log per run: process 0's)
 
     train_step = make_train_step(
-        graphdef, tx, resolved.positions, config.seed, COMPUTE_DTYPES[config.train.compute_dtype]
+        graphdef,
+        tx,
+        resolved.positions,
+        config.seed,
+        COMPUTE_DTYPES[config.train.compute_dtype],
+        loss_chunk=config.train.loss_chunk,
     )
     eval_step = make_eval_step(graphdef, resolved.positions)
     train_tokens = data.splits["train"].tokens

@@ -29,10 +29,11 @@ from flax import nnx
 from research.checkpoint import Checkpointer
 from research.config import Config, ConfigError, resolve_spec, to_dict
 from research.data.tasks import PAD, TASKS, Task, TaskBatch
+from research.loss import mean_nll
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
-from research.train import COMPUTE_DTYPES, TrainingDiverged, make_train_step, mean_nll
+from research.train import COMPUTE_DTYPES, TrainingDiverged, make_train_step
 
 EVAL_SEED = 20230526  # the test set is the same for every run: a function of (task, length) only
 
@@ -81,6 +82,10 @@ def validate(config: Config):
         )
     if tr.init_from is not None:
         raise ConfigError("train.init_from: not supported for task runs (set it to None)")
+    if tr.loss_chunk < 0:
+        raise ConfigError(
+            f"train.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {tr.loss_chunk}"
+        )
     train_len = max_sequence_length(task, t.train_max_length)
     resolved = resolve_model(config.model, max_len=train_len, vocab_size=task.vocab_size)
     return task, resolved
@@ -187,7 +192,12 @@ def train_and_evaluate_task(config: Config, workdir: str | Path, *, log=print) -
         log(f"resumed from checkpoint at step {start_step}")
     metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
     train_step = make_train_step(
-        graphdef, tx, resolved.positions, config.seed, COMPUTE_DTYPES[config.train.compute_dtype]
+        graphdef,
+        tx,
+        resolved.positions,
+        config.seed,
+        COMPUTE_DTYPES[config.train.compute_dtype],
+        loss_chunk=config.train.loss_chunk,
     )  # the corpus runs' step, with the padding mask and row lengths
     eval_step = make_eval_step(graphdef, resolved.positions)
     log(

@@ -15,7 +15,8 @@ from research.bench import REFERENCE, run_benchmarks
 from research.metrics import atomic_write_json, atomic_write_text
 from research.train import run_info
 
-SECTIONS = ("steps", "peer", "embedding", "reader")
+SECTIONS = ("steps", "variants", "compile", "peer", "embedding", "reader")
+COMPILE_DEPTHS = (2, 4, 8, 16)
 
 
 def main(argv=None) -> int:
@@ -32,9 +33,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=SECTIONS,
-        help="sections to leave out: steps (every scheme), peer, embedding (256k x 1024 gather/scatter), "
-        "reader (pretrained-vector reader vs gensim, 200k x 300 files written once to the cache)",
+        help="sections to leave out: steps (every scheme), variants (rope with the fused loss, with scanned "
+        "layers), compile (compile time vs depth, looped vs scanned), peer, embedding (256k x 1024 "
+        "gather/scatter), reader (pretrained-vector reader vs gensim, 200k x 300 files written once to the cache)",
     )  # fmt: skip
+    parser.add_argument("--loss-chunk", type=int, default=1024, help="variants: train.loss_chunk to time")
+    parser.add_argument(
+        "--depths", type=int, nargs="*", default=list(COMPILE_DEPTHS), help="compile: depths to compile"
+    )
     parser.add_argument("--reader-words", type=int, default=200_000)
     for key, value in REFERENCE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
@@ -45,6 +51,33 @@ def main(argv=None) -> int:
     result = run_benchmarks(schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
     result.update(run_info())
     result["embedding"] = result["reader"] = None
+    if "variants" not in args.skip:
+        from research.bench import bench_scheme
+
+        peak = result["matmul_peak_flops"]
+        base = next((r for r in result["rows"] if r["scheme"] == "nope"), None)
+        for options in ({"loss_chunk": args.loss_chunk}, {"scan_layers": True}):
+            row = bench_scheme("rope", steps=args.steps, warmup=args.warmup, ref=ref, **options)
+            row["mfu"] = row["achieved_flops"] / peak
+            row["ratio_to_nope"] = row["step_ms"] / base["step_ms"] if base else None
+            result["rows"].append(row)
+            log(f"{row['scheme']:>12}: {row['step_ms']:.1f} ms/step, MFU {row['mfu']:.1%}")
+    result["compile"] = None
+    if "compile" not in args.skip:
+        from research.bench import compile_seconds
+
+        result["compile"] = [
+            {
+                "num_layers": depth,
+                **{
+                    mode: compile_seconds("rope", num_layers=depth, scan_layers=mode == "scan", ref=ref)
+                    for mode in ("loop", "scan")
+                },
+            }
+            for depth in args.depths
+        ]
+        for c in result["compile"]:
+            log(f"compile rope, {c['num_layers']} layers: loop {c['loop']:.1f} s, scan {c['scan']:.1f} s")
     if "embedding" not in args.skip:
         from research.bench import copy_bandwidth, embedding_bandwidth
 
@@ -78,6 +111,10 @@ def main(argv=None) -> int:
                     }
                 )
             )
+        for c in result["compile"] or []:
+            print(json.dumps({"name": f"compile/rope/{c['num_layers']}_layers", "tokens_per_s": None,
+                              "step_ms": None, "mfu": None, "compile_s_loop": c["loop"],
+                              "compile_s_scan": c["scan"]}))  # fmt: skip
         if result["embedding"]:
             e = result["embedding"]
             print(json.dumps({"name": e["name"], "tokens_per_s": None, "step_ms": e["step_ms"], "mfu": None,
@@ -141,6 +178,16 @@ def _step_table(result: dict, ref: dict) -> list[str]:
 
 def _other_rows(result: dict) -> list[str]:
     lines = []
+    if result.get("compile"):
+        lines += [
+            "",
+            "Compile time of the rope training step against depth (`model.scan_layers`: one layer compiled, "
+            "scanned):",
+            "",
+            "| layers | loop s | scan s |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c['num_layers']} | {c['loop']:.2f} | {c['scan']:.2f} |" for c in result["compile"]]
     peer = result.get("peer")
     if peer:
         lines += [

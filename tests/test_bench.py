@@ -32,17 +32,27 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "--out",
         str(tmp_path),
     ]
+    argv += ["--loss-chunk", "4", "--depths", "2"]
     argv += [f"--{k}={v}" for k, v in TINY.items()]
     assert main(argv) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["name"] for r in rows] == ["train_step/nope", "train_step/rope"]
+    assert [r["name"] for r in rows] == [
+        "train_step/nope",
+        "train_step/rope",
+        "train_step/rope+loss_chunk=4",
+        "train_step/rope+scan_layers",
+        "compile/rope/2_layers",
+    ]
+    assert rows[4]["compile_s_loop"] > 0 and rows[4]["compile_s_scan"] > 0
+    rows = rows[:4]
     for r in rows:
         assert (
             {"name", "tokens_per_s", "step_ms", "mfu"} <= r.keys() and r["tokens_per_s"] > 0 and 0 < r["mfu"]
         )
     assert rows[0]["ratio_to_nope"] == 1.0
     table = (tmp_path / "table.md").read_text()
-    assert "| rope |" in table and "GFLOP/s" in table
+    assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
+    assert "| 2 |" in table  # the compile-time table
 
 
 def test_peer_model_matches_our_parameter_count():

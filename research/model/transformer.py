@@ -177,6 +177,13 @@ class Transformer(nnx.Module):
         self, tokens: jax.Array, pos: jax.Array, *, key: jax.Array | None = None, dtype=jnp.float32
     ) -> jax.Array:
         """tokens[B,T], pos[B,T] -> logits[B,T,V]; `key` (training only) drives the embedding's dropout."""
+        return self.embedding.unembed(self.features(tokens, pos, key=key, dtype=dtype)).astype(jnp.float32)
+
+    def features(
+        self, tokens: jax.Array, pos: jax.Array, *, key: jax.Array | None = None, dtype=jnp.float32
+    ) -> jax.Array:
+        """tokens[B,T], pos[B,T] -> the final-normed hidden states [B,T,E] that `embedding.unembed` reads out
+        (the fused training loss, research/loss.py, reads them out chunk by chunk)."""
         pe = self.positional
         if not self.spells:  # ids past the output vocabulary (spelled unknown words) are <unk> to a table
             tokens = jnp.where(tokens >= self.vocab_size, self.unk_id, tokens)
@@ -198,7 +205,7 @@ class Transformer(nnx.Module):
         else:
             for layer, block in enumerate(self.blocks):
                 x = layer_fn(x, block, layer, pe)
-        return self.embedding.unembed(self.final_norm(x)).astype(jnp.float32)  # [B,T,V]
+        return self.final_norm(x)  # [B,T,E]
 
 
 def parameter_counts(model: Transformer) -> dict[str, int]:
