@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from research.config import ModelConfig, TrainConfig
@@ -80,6 +81,74 @@ def _reference_step(positional: str, ref: dict, *, loss_chunk: int = 0, scan_lay
     inputs = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
     targets = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
     return counts, step_fn, params, opt_state, inputs, targets
+
+
+def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = REFERENCE) -> dict:
+    """Where a training step's time goes: medians (ms) of separately jitted parts at the reference config.
+
+    - `layers`: embedding lookup + positional + every block, forward and backward (to a fixed cotangent);
+    - `readout_loss`: readout matmul + softmax cross-entropy, forward and backward, plain (full logits);
+    - `readout_loss_fused`: the same with `train.loss_chunk` = 1024 (research/loss.py);
+    - `optimizer`: the AdamW update and its application to every parameter;
+    - `step`: the whole jitted training step. `step` minus the sum of the parts is what fusion across the parts
+      saves (negative) or what the glue costs (positive)."""
+    from research.loss import fused_mean_nll, mean_nll
+
+    model_config = ModelConfig(
+        d_model=ref["d_model"],
+        num_layers=ref["num_layers"],
+        num_heads=ref["num_heads"],
+        positional={"name": positional},
+    )
+    resolved = resolve_model(model_config, max_len=ref["seq_len"], vocab_size=ref["vocab_size"])
+    graphdef, params = nnx.split(Transformer(resolved, vocab_size=ref["vocab_size"], rngs=nnx.Rngs(0)))
+    _, step_fn, _, opt_state, inputs, targets = _reference_step(positional, ref)
+    b, t = inputs.shape
+    pos = resolved.positions.sample(b, t, key=jax.random.key(0), train=True)
+    rng = np.random.default_rng(1)
+    cotangent = jnp.asarray(rng.normal(size=(b, t, ref["d_model"])), jnp.float32)
+    hidden = jnp.asarray(rng.normal(size=(b, t, ref["d_model"])), jnp.float32)
+
+    @jax.jit
+    def layers(p):
+        return jax.grad(lambda p: jnp.vdot(nnx.merge(graphdef, p).features(inputs, pos), cotangent))(p)
+
+    def readout(fused: bool):
+        def loss(p, h):
+            model = nnx.merge(graphdef, p)
+            if fused:
+                return fused_mean_nll(model.embedding, h, targets, chunk=1024)
+            return mean_nll(model.embedding.unembed(h), targets)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    tx = make_optimizer(TrainConfig(steps=1000, warmup_steps=10))
+
+    @jax.jit
+    def optimizer(p, state, g):
+        updates, state = tx.update(g, state, p)
+        return optax.apply_updates(p, updates), state
+
+    plain, fused = readout(False), readout(True)
+    grads, own_state = jax.tree.map(jnp.ones_like, params), tx.init(params)
+    state = [params, opt_state]
+
+    def step():
+        state[0], state[1], loss = step_fn(state[0], state[1], inputs, targets, jnp.int32(0))
+        return loss
+
+    parts = {
+        "layers": lambda: layers(params),
+        "readout_loss": lambda: plain(params, hidden),
+        "readout_loss_fused": lambda: fused(params, hidden),
+        "optimizer": lambda: optimizer(params, own_state, grads),
+        "step": step,
+    }
+    out = {}
+    for name, fn in parts.items():
+        jax.block_until_ready(fn())  # compile and warm up
+        out[name] = _median_time(fn, repeats) * 1e3
+    return out
 
 
 def compile_seconds(positional: str, *, num_layers: int, scan_layers: bool, ref: dict = REFERENCE) -> float:

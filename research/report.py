@@ -51,6 +51,12 @@ def collect_saved(folder: Path) -> list[dict]:
     return rows
 
 
+def _shown(path: Path) -> str:
+    """A path as the reader of a committed table knows it: from `results/` on when it lies in a results folder."""
+    parts = path.parts
+    return str(Path(*parts[parts.index("results") :])) if "results" in parts else str(path)
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "–"
@@ -143,6 +149,14 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
         "- Values: mean ± sample std over seeds (n = seeds per row).",
         "",
     ]
+    reused = sorted({r["summary"]["reused_from"] for r in rows if r["summary"].get("reused_from")})
+    if reused:  # adopted by `sweep.py --reuse` from another study's saved summaries (same config)
+        folders = sorted({_shown(Path(p).parent) for p in reused})
+        header[-1:-1] = [
+            f"- {len(reused)} of the {len(rows)} runs were adopted with `sweep.py --reuse` from the saved summaries "
+            f"in {', '.join(f'`{f}`' for f in folders)} (identical config; their own git SHA and wall time are "
+            "kept)."
+        ]
     table = ["| run | n | " + " | ".join(metric_names) + " |", "|---|---|" + "---|" * len(metric_names)]
     for key, members in groups.items():
         cells = [

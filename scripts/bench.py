@@ -15,7 +15,7 @@ from research.bench import REFERENCE, run_benchmarks
 from research.metrics import atomic_write_json, atomic_write_text
 from research.train import run_info
 
-SECTIONS = ("steps", "variants", "compile", "peer", "embedding", "reader")
+SECTIONS = ("steps", "variants", "breakdown", "compile", "peer", "embedding", "reader")
 COMPILE_DEPTHS = (2, 4, 8, 16)
 
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=SECTIONS,
         help="sections to leave out: steps (every scheme), variants (rope with the fused loss, with scanned "
-        "layers), compile (compile time vs depth, looped vs scanned), peer, embedding (256k x 1024 "
+        "layers), breakdown (rope's step split into layers, readout+loss, optimizer), compile (compile time vs depth, looped vs scanned), peer, embedding (256k x 1024 "
         "gather/scatter), reader (pretrained-vector reader vs gensim, 200k x 300 files written once to the cache)",
     )  # fmt: skip
     parser.add_argument("--loss-chunk", type=int, default=1024, help="variants: train.loss_chunk to time")
@@ -62,6 +62,12 @@ def main(argv=None) -> int:
             row["ratio_to_nope"] = row["step_ms"] / base["step_ms"] if base else None
             result["rows"].append(row)
             log(f"{row['scheme']:>12}: {row['step_ms']:.1f} ms/step, MFU {row['mfu']:.1%}")
+    result["breakdown"] = None
+    if "breakdown" not in args.skip:
+        from research.bench import step_breakdown
+
+        result["breakdown"] = step_breakdown("rope", repeats=args.steps, ref=ref)
+        log("breakdown rope: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["breakdown"].items()))
     result["compile"] = None
     if "compile" not in args.skip:
         from research.bench import compile_seconds
@@ -111,6 +117,9 @@ def main(argv=None) -> int:
                     }
                 )
             )
+        if result["breakdown"]:
+            print(json.dumps({"name": "breakdown/rope", "tokens_per_s": None, "step_ms": result["breakdown"]["step"],
+                              "mfu": None, "parts_ms": result["breakdown"]}))  # fmt: skip
         for c in result["compile"] or []:
             print(json.dumps({"name": f"compile/rope/{c['num_layers']}_layers", "tokens_per_s": None,
                               "step_ms": None, "mfu": None, "compile_s_loop": c["loop"],
@@ -178,6 +187,27 @@ def _step_table(result: dict, ref: dict) -> list[str]:
 
 def _other_rows(result: dict) -> list[str]:
     lines = []
+    parts = result.get("breakdown")
+    if parts:
+        step = parts["step"]
+        rows = [
+            ("embedding + positional + layers, forward and backward", parts["layers"]),
+            ("readout + cross-entropy, forward and backward (full logits)", parts["readout_loss"]),
+            ("optimizer (AdamW update + apply)", parts["optimizer"]),
+        ]
+        rest = step - sum(ms for _, ms in rows)
+        lines += [
+            "",
+            "Where rope's training step goes (each part jitted and timed alone, median; the readout with "
+            f"`train.loss_chunk=1024` takes {parts['readout_loss_fused']:.1f} ms instead):",
+            "",
+            "| part | ms | share of the step |",
+            "|---|---|---|",
+            *(f"| {name} | {ms:.1f} | {ms / step:.0%} |" for name, ms in rows),
+            f"| the rest (step − parts: batch sampling, glue; negative = fusion across parts) | {rest:.1f} | "
+            f"{rest / step:.0%} |",
+            f"| whole step | {step:.1f} | 100% |",
+        ]
     if result.get("compile"):
         lines += [
             "",

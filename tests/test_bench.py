@@ -41,9 +41,13 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "train_step/rope",
         "train_step/rope+loss_chunk=4",
         "train_step/rope+scan_layers",
+        "breakdown/rope",
         "compile/rope/2_layers",
     ]
-    assert rows[4]["compile_s_loop"] > 0 and rows[4]["compile_s_scan"] > 0
+    parts = rows[4]["parts_ms"]
+    assert set(parts) == {"layers", "readout_loss", "readout_loss_fused", "optimizer", "step"}
+    assert all(v > 0 for v in parts.values())
+    assert rows[5]["compile_s_loop"] > 0 and rows[5]["compile_s_scan"] > 0
     rows = rows[:4]
     for r in rows:
         assert (
@@ -52,7 +56,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
     assert rows[0]["ratio_to_nope"] == 1.0
     table = (tmp_path / "table.md").read_text()
     assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
-    assert "| 2 |" in table  # the compile-time table
+    assert "| 2 |" in table and "| whole step |" in table  # the compile-time and breakdown tables
 
 
 def test_peer_model_matches_our_parameter_count():

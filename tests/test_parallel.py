@@ -202,18 +202,23 @@ VOCAB_SHARDED = textwrap.dedent(
     inputs = rng.integers(0, 64, (8, 16)).astype(np.int32)
     targets = rng.integers(0, 64, (8, 16)).astype(np.int32)
 
-    def loss_fn(p, x, y):
+    from research.loss import fused_mean_nll
+
+    def loss_fn(p, x, y, fused=False):
         pos = resolved.positions.sample(x.shape[0], x.shape[1], key=None, train=False)
-        return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, p)(x, pos), y).mean()
+        model = nnx.merge(graphdef, p)
+        if fused:  # train.loss_chunk: the readout's gradients chunk by chunk
+            return fused_mean_nll(model.embedding, model.features(x, pos), y, chunk=48)
+        return optax.softmax_cross_entropy_with_integer_labels(model(x, pos), y).mean()
 
     out = {}
-    for model in (1, 4):
+    for model, fused in ((1, False), (4, False), (4, True)):
         mesh = make_mesh(model=model)
         p = shard_params(params, mesh)
         x, y = shard_batch((inputs, targets), mesh)
-        loss, grads = jax.jit(jax.value_and_grad(loss_fn))(p, x, y)
+        loss, grads = jax.jit(jax.value_and_grad(lambda p, x, y: loss_fn(p, x, y, fused)))(p, x, y)
         table = p["embedding"]["table"]
-        out[model] = {"loss": float(loss), "grads": [np.asarray(g).tolist() for g in jax.tree.leaves(grads)],
+        out[f"{model}{'f' if fused else ''}"] = {"loss": float(loss), "grads": [np.asarray(g).tolist() for g in jax.tree.leaves(grads)],
                       "table_spec": str(table.sharding.spec), "table_shard": list(table.addressable_shards[0].data.shape),
                       "readout_spec": str(p["embedding"]["readout"].sharding.spec)}
     print(json.dumps(out))
@@ -223,16 +228,22 @@ VOCAB_SHARDED = textwrap.dedent(
 
 def test_vocabulary_sharded_embedding_matches_replicated():
     """train.model_axis=4 on 8 simulated devices (a 2 x 4 data x model mesh): the table and readout are split over
-    the vocabulary, and loss and gradients equal the replicated (8 x 1) run within 1e-5."""
+    the vocabulary, and loss and gradients equal the replicated (8 x 1) run within 1e-5, with the plain loss and
+    with the fused chunked one (train.loss_chunk)."""
     import numpy as np
 
     out = run_on_eight_devices(VOCAB_SHARDED)
-    replicated, sharded = out["1"], out["4"]
+    replicated, sharded, fused = out["1"], out["4"], out["4f"]
     assert sharded["table_spec"] == "P('model', None)" and sharded["table_shard"] == [16, 32]
     assert sharded["readout_spec"] == "P(None, 'model')"
     assert replicated["table_spec"] == "P()"
     assert sharded["loss"] == pytest.approx(replicated["loss"], rel=1e-5)
     for a, b in zip(replicated["grads"], sharded["grads"]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert fused["loss"] == pytest.approx(
+        replicated["loss"], rel=1e-5
+    )  # the fused loss on the sharded readout
+    for a, b in zip(replicated["grads"], fused["grads"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
 
 

@@ -117,7 +117,7 @@ def test_position_samplers(name, train, length):
     )
     sampler.validate(10)
     pos = sampler.sample(3, length, key=jax.random.key(0), train=train)
-    assert pos.shape == (3, length)
+    assert pos.shape in ((3, length), (1, length))  # [1,T]: the same positions for every row
     assert pos.dtype == jnp.int32 or (sampler.fractional and pos.dtype == jnp.float32), pos.dtype
     assert bool((pos >= 0).all())
     assert bool((jnp.diff(pos, axis=-1) > 0).all()), "positions must increase along the sequence"
@@ -170,4 +170,15 @@ def test_no_silent_no_op(name):
     assert np.isfinite(logits).all()
     assert np.abs(logits - reference).max() > 1e-6, (
         f"{name} gives the same logits as nope: its hooks do nothing"
+    )
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_batch_shared_positions_broadcast(name):
+    """Positions [1,T] (what contiguous samplers return) give the same logits as the same positions per row [B,T]:
+    every scheme broadcasts them over the batch."""
+    base, tokens, pos, _ = _nope_reference()
+    model = _tiny_model(name, base)
+    np.testing.assert_allclose(
+        np.asarray(model(tokens, pos[:1])), np.asarray(model(tokens, pos)), rtol=1e-5, atol=1e-6
     )

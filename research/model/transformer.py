@@ -2,7 +2,8 @@
 
 tokens[B,T] ─► embedding.embed ─► positional.embed ─► L × [x + attn(norm x; rotate, bias), x + mlp(norm x)]
            ─► norm ─► embedding.unembed ─► logits[B,T,V]
-Positions pos[B,T] are data, given by the caller (the position sampler), and passed to every hook.
+Positions pos[B,T] (or [1,T], shared by every row) are data, given by the caller (the position sampler), and passed
+to every hook.
 """
 
 from __future__ import annotations

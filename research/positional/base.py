@@ -6,7 +6,9 @@ A scheme implements only the hooks it needs; the transformer calls all three at 
     embed(x[B,T,E], pos[B,T]) -> x                                    absolute: added to token embeddings
     rotate(q[B,T,H,D], k[B,S,K,D], q_pos[B,T], k_pos[B,S], *, layer) -> q, k     rotary family
     bias(q_pos[B,T], k_pos[B,S], *, layer, q=None, k=None) -> [B|1,H,T,S] or None   added after 1/sqrt(D)
-Positions are integer data made once per forward pass, never `arange` inside a layer.
+Positions are integer data made once per forward pass, never `arange` inside a layer. Their leading axis may be 1
+when every row has the same positions (contiguous samplers return [1,T]): hooks broadcast it over the batch, so a
+position-only bias is computed once per step rather than B times (contract-tested for every scheme).
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ class PositionSampler:
     def sample(
         self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
     ) -> jax.Array:
+        """Positions [B,T], or [1,T] when every row gets the same ones: the transformer and every scheme broadcast
+        them over the batch, so position-only biases (FIRE's MLP, T5 buckets, ...) are computed once per step
+        instead of once per row (tested: the same logits as the [B,T] form)."""
         raise NotImplementedError
 
 
@@ -121,7 +124,7 @@ class Contiguous(PositionSampler):
     def sample(
         self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
     ) -> jax.Array:
-        return contiguous(batch, length)  # [B,T]
+        return contiguous(1, length)  # [1,T]: the same for every row, broadcast over the batch
 
 
 @POSITIONS.register("randomized")
@@ -148,7 +151,7 @@ class Randomized(PositionSampler):
         self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
     ) -> jax.Array:
         if not train and self.eval_mode == "contiguous":
-            return contiguous(batch, length)
+            return contiguous(1, length)  # [1,T]
         if length > self.max_len:  # static shapes: fails while tracing, before any compute
             raise ValueError(
                 f"randomized: cannot draw {length} distinct positions from [0, max_len={self.max_len}); "
@@ -180,7 +183,7 @@ class Shifted(PositionSampler):
         self, batch: int, length: int, *, key: jax.Array | None, train: bool, lengths: jax.Array | None = None
     ) -> jax.Array:
         if not train and self.eval_mode == "contiguous":
-            return contiguous(batch, length)
+            return contiguous(1, length)  # [1,T]
         offsets = random_offsets(_need_key(key, "shifted"), batch, self.max_offset)  # [B,1]
         return contiguous(batch, length) + offsets  # [B,T]
 
@@ -210,7 +213,7 @@ class Interpolated(PositionSampler):
         if self.train_len is None:
             raise ValueError("interpolated: train_len is not set (validate the config first)")
         if train or length <= self.train_len:
-            return contiguous(batch, length)  # int32 [B,T]
+            return contiguous(1, length)  # int32 [1,T]
         if lengths is not None:  # right-padded rows: scale each row by its own length
             rows = jnp.maximum(lengths, self.train_len).astype(jnp.float32)[:, None]  # [B,1]
             return jnp.arange(length, dtype=jnp.float32)[None, :] * (self.train_len / rows)  # float32 [B,T]
