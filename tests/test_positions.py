@@ -35,6 +35,12 @@ def arange(b, t):
     return np.broadcast_to(np.arange(t), (b, t))
 
 
+def rows(pos, b):
+    """Positions as [b,T]: a sampler may return [1,T] when every row gets the same ones (broadcast by the model)."""
+    assert pos.shape[0] in (1, b), pos.shape
+    return np.broadcast_to(np.asarray(pos), (b, pos.shape[1]))
+
+
 # ----------------------------------------------------------------------------------------- every sampler
 
 
@@ -44,7 +50,7 @@ def test_evaluation_is_contiguous_by_default(name):
     for key in (jax.random.key(0), jax.random.key(1)):
         pos = sampler(name).sample(2, TRAIN_LEN, key=key, train=False)
         assert pos.dtype == jnp.int32
-        np.testing.assert_array_equal(pos, arange(2, TRAIN_LEN))
+        np.testing.assert_array_equal(rows(pos, 2), arange(2, TRAIN_LEN))
 
 
 @pytest.mark.parametrize("name", POSITIONS.names())
@@ -56,7 +62,7 @@ def test_sampling_under_jit_with_a_folded_key(name):
     )
     a, again = step_fn(3), step_fn(3)
     np.testing.assert_array_equal(a, again)
-    assert a.shape == (4, TRAIN_LEN)
+    assert rows(a, 4).shape == (4, TRAIN_LEN)
 
 
 # ------------------------------------------------------------------------------------------- randomized
@@ -139,7 +145,7 @@ def test_interpolated_scales_at_evaluation_only():
     np.testing.assert_allclose(s.sample(1, 12, key=None, train=False)[0, :3], [0, 8 / 12, 16 / 12], rtol=1e-6)
     train = s.sample(2, 4 * TRAIN_LEN, key=None, train=True)  # training never scales
     assert train.dtype == jnp.int32
-    np.testing.assert_array_equal(train, arange(2, 4 * TRAIN_LEN))
+    np.testing.assert_array_equal(rows(train, 2), arange(2, 4 * TRAIN_LEN))
 
 
 def test_interpolated_needs_the_training_length():
@@ -249,11 +255,13 @@ def test_interpolated_scales_each_padded_row_by_its_own_length():
     np.testing.assert_allclose(pos[0], np.arange(32) * 8 / 32)
     np.testing.assert_allclose(pos[1, :16], np.arange(16) * 8 / 16)
     np.testing.assert_allclose(pos[2, :4], np.arange(4))  # within the training length: unscaled
-    np.testing.assert_array_equal(s.sample(3, 32, key=None, train=True, lengths=lengths), arange(3, 32))
+    np.testing.assert_array_equal(
+        rows(s.sample(3, 32, key=None, train=True, lengths=lengths), 3), arange(3, 32)
+    )
 
 
 @pytest.mark.parametrize("name", POSITIONS.names())
 def test_lengths_leave_evaluation_contiguous_by_default(name):
     lengths = jnp.array([3, TRAIN_LEN], jnp.int32)
     pos = sampler(name).sample(2, TRAIN_LEN, key=jax.random.key(0), train=False, lengths=lengths)
-    np.testing.assert_array_equal(pos, arange(2, TRAIN_LEN))
+    np.testing.assert_array_equal(rows(pos, 2), arange(2, TRAIN_LEN))
