@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import re
 import shutil
 import statistics
@@ -58,6 +59,9 @@ def _shown(path: Path) -> str:
 
 
 def _fmt(values: list[float]) -> str:
+    """mean ± sample std; NaN entries (a metric that does not apply to a run, e.g. the coverage of a random
+    initialisation) are left out, and a cell with none left shows "–"."""
+    values = [v for v in values if not math.isnan(v)]
     if not values:
         return "–"
     mean = statistics.fmean(values)

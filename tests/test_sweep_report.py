@@ -260,3 +260,12 @@ def test_reuse_adopts_only_saved_runs_with_the_same_config(tmp_path):
     assert nope.finished and not alibi.finished
     assert any("not reused" in m and "train.steps" in m for m in messages)
     assert to_dict(load_experiment(path).get_config("positional=nope,seed=0")) == nope.config
+
+
+def test_table_cells_leave_out_nan():
+    from research.report import _fmt
+
+    nan = float("nan")
+    assert _fmt([nan, nan, nan]) == "–"  # a metric that does not apply to this row (e.g. coverage of random init)
+    assert _fmt([1.0, nan, 3.0]) == "2.0000 ± 1.4142"
+    assert _fmt([2.5]) == "2.5000"
