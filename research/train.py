@@ -195,6 +195,14 @@ def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float3
     return jax.jit(train_step, donate_argnums=(0, 1))
 
 
+def config_train_step(config: Config, graphdef, tx, positions):
+    """`make_train_step` as `config` asks for it: its seed, train.compute_dtype and train.loss_chunk."""
+    t = config.train
+    return make_train_step(
+        graphdef, tx, positions, config.seed, COMPUTE_DTYPES[t.compute_dtype], loss_chunk=t.loss_chunk
+    )
+
+
 def run_info() -> dict:
     import flax
     import orbax.checkpoint
@@ -332,14 +340,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
     if not is_primary():
         log = lambda message: None  # noqa: E731  (one log per run: process 0's)
 
-    train_step = make_train_step(
-        graphdef,
-        tx,
-        resolved.positions,
-        config.seed,
-        COMPUTE_DTYPES[config.train.compute_dtype],
-        loss_chunk=config.train.loss_chunk,
-    )
+    train_step = config_train_step(config, graphdef, tx, resolved.positions)
     eval_step = make_eval_step(graphdef, resolved.positions)
     train_tokens = data.splits["train"].tokens
     c, t = config.data, config.train

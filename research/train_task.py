@@ -33,7 +33,7 @@ from research.loss import mean_nll
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
-from research.train import COMPUTE_DTYPES, TrainingDiverged, make_train_step
+from research.train import COMPUTE_DTYPES, TrainingDiverged, config_train_step
 
 EVAL_SEED = 20230526  # the test set is the same for every run: a function of (task, length) only
 
@@ -191,13 +191,8 @@ def train_and_evaluate_task(config: Config, workdir: str | Path, *, log=print) -
         params, opt_state = ckpt.restore(start_step, (params, opt_state))
         log(f"resumed from checkpoint at step {start_step}")
     metrics = MetricsWriter(workdir / "metrics.jsonl", resume_step=start_step)
-    train_step = make_train_step(
-        graphdef,
-        tx,
-        resolved.positions,
-        config.seed,
-        COMPUTE_DTYPES[config.train.compute_dtype],
-        loss_chunk=config.train.loss_chunk,
+    train_step = config_train_step(
+        config, graphdef, tx, resolved.positions
     )  # the corpus runs' step, with the padding mask and row lengths
     eval_step = make_eval_step(graphdef, resolved.positions)
     log(
