@@ -266,6 +266,8 @@ def test_table_cells_leave_out_nan():
     from research.report import _fmt
 
     nan = float("nan")
-    assert _fmt([nan, nan, nan]) == "–"  # a metric that does not apply to this row (e.g. coverage of random init)
+    assert (
+        _fmt([nan, nan, nan]) == "–"
+    )  # a metric that does not apply to this row (e.g. coverage of random init)
     assert _fmt([1.0, nan, 3.0]) == "2.0000 ± 1.4142"
     assert _fmt([2.5]) == "2.5000"
