@@ -151,6 +151,28 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
     return out
 
 
+def layers_cost(positional: str = "rope", *, ref: dict = REFERENCE) -> dict:
+    """XLA's own cost analysis of the layers' forward and backward (the `layers` part of `step_breakdown`):
+    {"flops", "bytes"} = floating-point operations and bytes read + written by the compiled program. With the
+    measured matmul rate and copy bandwidth they bound the time from below (compute-bound vs bandwidth-bound)."""
+    model_config = ModelConfig(
+        d_model=ref["d_model"],
+        num_layers=ref["num_layers"],
+        num_heads=ref["num_heads"],
+        positional={"name": positional},
+    )
+    resolved = resolve_model(model_config, max_len=ref["seq_len"], vocab_size=ref["vocab_size"])
+    graphdef, params = nnx.split(Transformer(resolved, vocab_size=ref["vocab_size"], rngs=nnx.Rngs(0)))
+    b, t = ref["batch_size"], ref["seq_len"]
+    inputs = jnp.zeros((b, t), jnp.int32)
+    pos = resolved.positions.sample(b, t, key=jax.random.key(0), train=True)
+    cotangent = jnp.ones((b, t, ref["d_model"]), jnp.float32)
+    grad = jax.jit(jax.grad(lambda p: jnp.vdot(nnx.merge(graphdef, p).features(inputs, pos), cotangent)))
+    cost = grad.lower(params).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost  # older jax returned one dict per device
+    return {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"])}
+
+
 def compile_seconds(positional: str, *, num_layers: int, scan_layers: bool, ref: dict = REFERENCE) -> float:
     """Seconds to lower and compile the reference training step at depth `num_layers` (layers looped or
     scanned), with a fresh compilation cache entry (a new jit per call)."""

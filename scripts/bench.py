@@ -68,6 +68,9 @@ def main(argv=None) -> int:
 
         result["breakdown"] = step_breakdown("rope", repeats=args.steps, ref=ref)
         log("breakdown rope: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["breakdown"].items()))
+        from research.bench import copy_bandwidth, layers_cost
+
+        result["layers_cost"] = {**layers_cost("rope", ref=ref), "copy_bytes_per_s": copy_bandwidth()}
     result["compile"] = None
     if "compile" not in args.skip:
         from research.bench import compile_seconds
@@ -208,6 +211,17 @@ def _other_rows(result: dict) -> list[str]:
             f"{rest / step:.0%} |",
             f"| whole step | {step:.1f} | 100% |",
         ]
+        cost = result.get("layers_cost")
+        if cost:
+            compute_ms = cost["flops"] / result["matmul_peak_flops"] * 1e3
+            memory_ms = cost["bytes"] / cost["copy_bytes_per_s"] * 1e3
+            lines += [
+                "",
+                f"XLA's cost analysis of the layers' forward and backward: {cost['flops'] / 1e9:.1f} GFLOP and "
+                f"{cost['bytes'] / 1e9:.2f} GB read + written: {compute_ms:.0f} ms at the measured matmul rate, "
+                f"{memory_ms:.0f} ms at the measured copy bandwidth ({cost['copy_bytes_per_s'] / 1e9:.2f} GB/s), "
+                f"against {parts['layers']:.0f} ms measured.",
+            ]
     if result.get("compile"):
         lines += [
             "",

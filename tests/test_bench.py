@@ -57,6 +57,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
     table = (tmp_path / "table.md").read_text()
     assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
     assert "| 2 |" in table and "| whole step |" in table  # the compile-time and breakdown tables
+    assert "XLA's cost analysis of the layers" in table
 
 
 def test_peer_model_matches_our_parameter_count():
