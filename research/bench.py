@@ -9,6 +9,7 @@ Model FLOPs per token (PaLM appendix B convention, forward + backward = 3x forwa
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -60,8 +61,23 @@ def model_flops_per_token(
     return 6 * (counts["rest"] + counts["positional"] + readout) + 12 * num_layers * seq_len * d_model
 
 
-def _reference_step(positional: str, ref: dict, *, loss_chunk: int = 0, scan_layers: bool = False):
-    """(parameter counts, jitted train step, params, opt_state, inputs, targets) at the reference config."""
+@dataclasses.dataclass
+class Reference:
+    """The reference model and its jitted training step (donating), with one fixed random batch."""
+
+    resolved: object
+    graphdef: object
+    params: object
+    counts: dict
+    tx: optax.GradientTransformation
+    opt_state: object
+    step_fn: object
+    inputs: jax.Array
+    targets: jax.Array
+
+
+def reference(positional: str, ref: dict = REFERENCE, *, loss_chunk: int = 0, scan_layers: bool = False):
+    """The reference config with `positional` (and optionally the fused loss / scanned layers) -> Reference."""
     model_config = ModelConfig(
         d_model=ref["d_model"],
         num_layers=ref["num_layers"],
@@ -74,13 +90,24 @@ def _reference_step(positional: str, ref: dict, *, loss_chunk: int = 0, scan_lay
     counts = parameter_counts(model)
     graphdef, params = nnx.split(model)
     tx = make_optimizer(TrainConfig(steps=1000, warmup_steps=10))
-    opt_state = tx.init(params)
     step_fn = make_train_step(graphdef, tx, resolved.positions, seed=0, loss_chunk=loss_chunk)
     rng = np.random.default_rng(0)
     shape = (ref["batch_size"], ref["seq_len"])
     inputs = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
     targets = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
-    return counts, step_fn, params, opt_state, inputs, targets
+    return Reference(resolved, graphdef, params, counts, tx, tx.init(params), step_fn, inputs, targets)
+
+
+def _layers_grad(r: Reference):
+    """Jitted params -> gradient of <features(inputs), fixed cotangent>: the layers' forward and backward (embedding
+    lookup, positional encoding, every block, final norm) without the readout and loss."""
+    b, t = r.inputs.shape
+    pos = r.resolved.positions.sample(b, t, key=jax.random.key(0), train=True)
+    cotangent = jnp.asarray(
+        np.random.default_rng(1).normal(size=(b, t, r.resolved.config.d_model)), jnp.float32
+    )
+    features = lambda p: nnx.merge(r.graphdef, p).features(r.inputs, pos)  # noqa: E731
+    return jax.jit(jax.grad(lambda p: jnp.vdot(features(p), cotangent)))
 
 
 def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = REFERENCE) -> dict:
@@ -94,54 +121,38 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
       saves (negative) or what the glue costs (positive)."""
     from research.loss import fused_mean_nll, mean_nll
 
-    model_config = ModelConfig(
-        d_model=ref["d_model"],
-        num_layers=ref["num_layers"],
-        num_heads=ref["num_heads"],
-        positional={"name": positional},
-    )
-    resolved = resolve_model(model_config, max_len=ref["seq_len"], vocab_size=ref["vocab_size"])
-    graphdef, params = nnx.split(Transformer(resolved, vocab_size=ref["vocab_size"], rngs=nnx.Rngs(0)))
-    _, step_fn, _, opt_state, inputs, targets = _reference_step(positional, ref)
-    b, t = inputs.shape
-    pos = resolved.positions.sample(b, t, key=jax.random.key(0), train=True)
-    rng = np.random.default_rng(1)
-    cotangent = jnp.asarray(rng.normal(size=(b, t, ref["d_model"])), jnp.float32)
-    hidden = jnp.asarray(rng.normal(size=(b, t, ref["d_model"])), jnp.float32)
-
-    @jax.jit
-    def layers(p):
-        return jax.grad(lambda p: jnp.vdot(nnx.merge(graphdef, p).features(inputs, pos), cotangent))(p)
+    r = reference(positional, ref)
+    params = r.params
+    hidden = jnp.asarray(np.random.default_rng(2).normal(size=(*r.inputs.shape, ref["d_model"])), jnp.float32)
+    layers = _layers_grad(r)
 
     def readout(fused: bool):
         def loss(p, h):
-            model = nnx.merge(graphdef, p)
+            embedding = nnx.merge(r.graphdef, p).embedding
             if fused:
-                return fused_mean_nll(model.embedding, h, targets, chunk=1024)
-            return mean_nll(model.embedding.unembed(h), targets)
+                return fused_mean_nll(embedding, h, r.targets, chunk=1024)
+            return mean_nll(embedding.unembed(h), r.targets)
 
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
-    tx = make_optimizer(TrainConfig(steps=1000, warmup_steps=10))
-
     @jax.jit
     def optimizer(p, state, g):
-        updates, state = tx.update(g, state, p)
+        updates, state = r.tx.update(g, state, p)
         return optax.apply_updates(p, updates), state
 
     plain, fused = readout(False), readout(True)
-    grads, own_state = jax.tree.map(jnp.ones_like, params), tx.init(params)
-    state = [params, opt_state]
+    grads = jax.tree.map(jnp.ones_like, params)
+    state = [jax.tree.map(jnp.copy, params), r.tx.init(params)]  # the step donates its own copies
 
     def step():
-        state[0], state[1], loss = step_fn(state[0], state[1], inputs, targets, jnp.int32(0))
+        state[0], state[1], loss = r.step_fn(state[0], state[1], r.inputs, r.targets, jnp.int32(0))
         return loss
 
     parts = {
         "layers": lambda: layers(params),
         "readout_loss": lambda: plain(params, hidden),
         "readout_loss_fused": lambda: fused(params, hidden),
-        "optimizer": lambda: optimizer(params, own_state, grads),
+        "optimizer": lambda: optimizer(params, r.opt_state, grads),
         "step": step,
     }
     out = {}
@@ -155,20 +166,8 @@ def layers_cost(positional: str = "rope", *, ref: dict = REFERENCE) -> dict:
     """XLA's own cost analysis of the layers' forward and backward (the `layers` part of `step_breakdown`):
     {"flops", "bytes"} = floating-point operations and bytes read + written by the compiled program. With the
     measured matmul rate and copy bandwidth they bound the time from below (compute-bound vs bandwidth-bound)."""
-    model_config = ModelConfig(
-        d_model=ref["d_model"],
-        num_layers=ref["num_layers"],
-        num_heads=ref["num_heads"],
-        positional={"name": positional},
-    )
-    resolved = resolve_model(model_config, max_len=ref["seq_len"], vocab_size=ref["vocab_size"])
-    graphdef, params = nnx.split(Transformer(resolved, vocab_size=ref["vocab_size"], rngs=nnx.Rngs(0)))
-    b, t = ref["batch_size"], ref["seq_len"]
-    inputs = jnp.zeros((b, t), jnp.int32)
-    pos = resolved.positions.sample(b, t, key=jax.random.key(0), train=True)
-    cotangent = jnp.ones((b, t, ref["d_model"]), jnp.float32)
-    grad = jax.jit(jax.grad(lambda p: jnp.vdot(nnx.merge(graphdef, p).features(inputs, pos), cotangent)))
-    cost = grad.lower(params).compile().cost_analysis()
+    r = reference(positional, ref)
+    cost = _layers_grad(r).lower(r.params).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost  # older jax returned one dict per device
     return {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"])}
 
@@ -176,11 +175,9 @@ def layers_cost(positional: str = "rope", *, ref: dict = REFERENCE) -> dict:
 def compile_seconds(positional: str, *, num_layers: int, scan_layers: bool, ref: dict = REFERENCE) -> float:
     """Seconds to lower and compile the reference training step at depth `num_layers` (layers looped or
     scanned), with a fresh compilation cache entry (a new jit per call)."""
-    _, step_fn, params, opt_state, inputs, targets = _reference_step(
-        positional, {**ref, "num_layers": num_layers}, scan_layers=scan_layers
-    )
+    r = reference(positional, {**ref, "num_layers": num_layers}, scan_layers=scan_layers)
     start = time.perf_counter()
-    step_fn.lower(params, opt_state, inputs, targets, jnp.int32(0)).compile()
+    r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
     return time.perf_counter() - start
 
 
@@ -195,18 +192,16 @@ def bench_scheme(
 ) -> dict:
     """Median step time, tokens/s, compile time and model FLOPs/s of one scheme at the reference config;
     `loss_chunk` / `scan_layers` time the fused loss and the scanned layer stack instead of the defaults."""
-    counts, step_fn, params, opt_state, inputs, targets = _reference_step(
-        positional, ref, loss_chunk=loss_chunk, scan_layers=scan_layers
-    )
-    shape = inputs.shape
+    r = reference(positional, ref, loss_chunk=loss_chunk, scan_layers=scan_layers)
+    counts, shape = r.counts, r.inputs.shape
 
     start = time.perf_counter()
-    compiled = step_fn.lower(params, opt_state, inputs, targets, jnp.int32(0)).compile()
+    compiled = r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - start
-    state = [params, opt_state]
+    state = [r.params, r.opt_state]
 
     def one(i):
-        state[0], state[1], loss = compiled(state[0], state[1], inputs, targets, jnp.int32(i))
+        state[0], state[1], loss = compiled(state[0], state[1], r.inputs, r.targets, jnp.int32(i))
         return loss
 
     for i in range(warmup):

@@ -75,14 +75,10 @@ def _chunked_forward(graphdef, chunk, params, rest, h, t, w):
     return loss, (d_state, dh.reshape(n, e))
 
 
-def _chunked_fwd(graphdef, chunk, params, rest, h, t, w):
-    return _chunked_forward(graphdef, chunk, params, rest, h, t, w)
-
-
 def _chunked_bwd(graphdef, chunk, residuals, g):
     d_params, dh = residuals
     scale = lambda x: (g * x).astype(x.dtype)  # noqa: E731
     return jax.tree.map(scale, d_params), None, scale(dh), None, None
 
 
-_chunked_nll_sum.defvjp(_chunked_fwd, _chunked_bwd)
+_chunked_nll_sum.defvjp(_chunked_forward, _chunked_bwd)

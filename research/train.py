@@ -56,14 +56,7 @@ def validate(config: Config, *, vocab_size: int | None = None):
         if getattr(config.data, field) <= 0:
             raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(config.data, field)}")
     t = config.train
-    if t.compute_dtype not in COMPUTE_DTYPES:
-        raise ConfigError(
-            f"train.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {t.compute_dtype!r}"
-        )
-    if t.loss_chunk < 0:
-        raise ConfigError(
-            f"train.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {t.loss_chunk}"
-        )
+    check_step_options(t)
     if t.steps < 0 or (t.steps == 0 and t.init_from is None):
         raise ConfigError(
             f"train.steps: expected a positive integer (or 0 with train.init_from: evaluation only), got {t.steps}"
@@ -193,6 +186,18 @@ def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float3
         return optax.apply_updates(params, updates), opt_state, loss
 
     return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def check_step_options(t) -> None:
+    """The train-step fields shared by corpus and task runs (`config_train_step` reads them)."""
+    if t.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(
+            f"train.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {t.compute_dtype!r}"
+        )
+    if t.loss_chunk < 0:
+        raise ConfigError(
+            f"train.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {t.loss_chunk}"
+        )
 
 
 def config_train_step(config: Config, graphdef, tx, positions):

@@ -33,7 +33,7 @@ from research.loss import mean_nll
 from research.metrics import MetricsWriter, atomic_write_json
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.parallel import check_batch, make_mesh, replicate, shard_batch
-from research.train import COMPUTE_DTYPES, TrainingDiverged, config_train_step
+from research.train import TrainingDiverged, check_step_options, config_train_step
 
 EVAL_SEED = 20230526  # the test set is the same for every run: a function of (task, length) only
 
@@ -76,16 +76,9 @@ def validate(config: Config):
         raise ConfigError(f"train.warmup_steps: expected 0..train.steps={tr.steps}, got {tr.warmup_steps}")
     if config.eval.positional is not None:
         raise ConfigError("eval.positional: not supported for task runs (set it to None)")
-    if tr.compute_dtype not in COMPUTE_DTYPES:
-        raise ConfigError(
-            f"train.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {tr.compute_dtype!r}"
-        )
+    check_step_options(tr)
     if tr.init_from is not None:
         raise ConfigError("train.init_from: not supported for task runs (set it to None)")
-    if tr.loss_chunk < 0:
-        raise ConfigError(
-            f"train.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {tr.loss_chunk}"
-        )
     train_len = max_sequence_length(task, t.train_max_length)
     resolved = resolve_model(config.model, max_len=train_len, vocab_size=task.vocab_size)
     return task, resolved
