@@ -48,8 +48,8 @@ def fire_normalized_distance(
 
 def fire_mlp(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array) -> jax.Array:
     """relu(x w1 + b1) w2 + b2 for scalars x [...], w1 [W], b1 [W], w2 [W,H], b2 [H] -> [..., H]."""
-    hidden = jax.nn.relu(x[..., None] * w1 + b1)  # [..., W]
-    return hidden @ w2 + b2  # [..., H]
+    hidden = jax.nn.relu(x.reshape(-1, 1) * w1 + b1)  # [N,W], N = x.size (2-D: see research/model/layers.Dense)
+    return (hidden @ w2 + b2).reshape(*x.shape, -1)  # [..., H]
 
 
 def fire_bias(q_pos, k_pos, c, threshold, w1, b1, w2, b2, eps: float = 1e-6) -> jax.Array:

@@ -66,9 +66,12 @@ def xl_relative_bias(
     # a_s sin(x_i - x_j) + a_c cos(x_i - x_j) = cos x_j (a_s sin x_i + a_c cos x_i) + sin x_j (a_c sin x_i - a_s cos x_i)
     with_cos = a_sin * sin_q + a_cos * cos_q  # [B,T,H,d_R/2]
     with_sin = a_cos * sin_q - a_sin * cos_q  # [B,T,H,d_R/2]
-    position = jnp.einsum("bthf,bsf->bhts", with_cos, jnp.cos(ang_k)) + jnp.einsum(
-        "bthf,bsf->bhts", with_sin, jnp.sin(ang_k)
-    )  # [B,H,T,S]
+    coefficients = jnp.concatenate([with_cos, with_sin], axis=-1)  # [B,T,H,d_R]
+    features = jnp.concatenate([jnp.cos(ang_k), jnp.sin(ang_k)], axis=-1)  # [B|1,S,d_R]
+    if features.shape[0] == 1:  # keys shared by every row: one [B*T*H, d_R] x [d_R, S] matmul
+        position = jnp.einsum("bthf,sf->bhts", coefficients, features[0])  # [B,H,T,S]
+    else:
+        position = jnp.einsum("bthf,bsf->bhts", coefficients, features)  # [B,H,T,S]
     return (content + position) / math.sqrt(head_dim)
 
 
