@@ -76,8 +76,11 @@ class Reference:
     targets: jax.Array
 
 
-def reference(positional: str, ref: dict = REFERENCE, *, loss_chunk: int = 0, scan_layers: bool = False):
-    """The reference config with `positional` (and optionally the fused loss / scanned layers) -> Reference."""
+def reference(
+    positional: str, ref: dict = REFERENCE, *, loss_chunk: int | None = None, scan_layers: bool = False
+):
+    """The reference config with `positional` (optionally another train.loss_chunk than the default, or scanned
+    layers) -> Reference."""
     model_config = ModelConfig(
         d_model=ref["d_model"],
         num_layers=ref["num_layers"],
@@ -89,7 +92,9 @@ def reference(positional: str, ref: dict = REFERENCE, *, loss_chunk: int = 0, sc
     model = Transformer(resolved, vocab_size=ref["vocab_size"], rngs=nnx.Rngs(0))
     counts = parameter_counts(model)
     graphdef, params = nnx.split(model)
-    tx = make_optimizer(TrainConfig(steps=1000, warmup_steps=10))
+    train = TrainConfig(steps=1000, warmup_steps=10)
+    tx = make_optimizer(train)
+    loss_chunk = train.loss_chunk if loss_chunk is None else loss_chunk
     step_fn = make_train_step(graphdef, tx, resolved.positions, seed=0, loss_chunk=loss_chunk)
     rng = np.random.default_rng(0)
     shape = (ref["batch_size"], ref["seq_len"])
@@ -114,8 +119,9 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
     """Where a training step's time goes: medians (ms) of separately jitted parts at the reference config.
 
     - `layers`: embedding lookup + positional + every block, forward and backward (to a fixed cotangent);
-    - `readout_loss`: readout matmul + softmax cross-entropy, forward and backward, plain (full logits);
-    - `readout_loss_fused`: the same with `train.loss_chunk` = 1024 (research/loss.py);
+    - `readout_loss`: readout matmul + softmax cross-entropy, forward and backward, as the default train.loss_chunk
+      computes them (fused and chunked, research/loss.py);
+    - `readout_loss_plain`: the same on the full [B,T,V] logits (train.loss_chunk = 0);
     - `optimizer`: the AdamW update and its application to every parameter;
     - `step`: the whole jitted training step. `step` minus the sum of the parts is what fusion across the parts
       saves (negative) or what the glue costs (positive)."""
@@ -130,7 +136,7 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
         def loss(p, h):
             embedding = nnx.merge(r.graphdef, p).embedding
             if fused:
-                return fused_mean_nll(embedding, h, r.targets, chunk=1024)
+                return fused_mean_nll(embedding, h, r.targets, chunk=TrainConfig().loss_chunk)
             return mean_nll(embedding.unembed(h), r.targets)
 
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
@@ -150,8 +156,8 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
 
     parts = {
         "layers": lambda: layers(params),
-        "readout_loss": lambda: plain(params, hidden),
-        "readout_loss_fused": lambda: fused(params, hidden),
+        "readout_loss": lambda: fused(params, hidden),
+        "readout_loss_plain": lambda: plain(params, hidden),
         "optimizer": lambda: optimizer(params, r.opt_state, grads),
         "step": step,
     }
@@ -187,11 +193,11 @@ def bench_scheme(
     steps: int = 10,
     warmup: int = 2,
     ref: dict = REFERENCE,
-    loss_chunk: int = 0,
+    loss_chunk: int | None = None,
     scan_layers: bool = False,
 ) -> dict:
     """Median step time, tokens/s, compile time and model FLOPs/s of one scheme at the reference config;
-    `loss_chunk` / `scan_layers` time the fused loss and the scanned layer stack instead of the defaults."""
+    `loss_chunk` (another train.loss_chunk, e.g. 0 for the plain loss) / `scan_layers` time those variants."""
     r = reference(positional, ref, loss_chunk=loss_chunk, scan_layers=scan_layers)
     counts, shape = r.counts, r.inputs.shape
 
@@ -224,7 +230,7 @@ def bench_scheme(
         * tokens
     )
     variant = "".join(
-        [f"+loss_chunk={loss_chunk}" if loss_chunk else "", "+scan_layers" if scan_layers else ""]
+        [f"+loss_chunk={loss_chunk}" if loss_chunk is not None else "", "+scan_layers" if scan_layers else ""]
     )
     return {
         "name": f"train_step/{positional}{variant}",

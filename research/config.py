@@ -135,10 +135,11 @@ class TrainConfig:
     compute_dtype: str = "float32"
     """Mixed precision: 'bfloat16' runs the training forward and backward pass in bfloat16 from float32 master
     parameters (cast inside the step; optimizer state and updates stay float32). Evaluation runs in float32."""
-    loss_chunk: int = 0
+    loss_chunk: int = 1024
     """> 0: the training loss walks the B*T targets in chunks of this many tokens and computes each chunk's readout
     gradients in the same pass, never holding the [B,T,V] logits (research/loss.py); same value up to summation
-    order. 0 = the plain loss on the full logits."""
+    order, faster and smaller. 0 = the plain loss on the full logits (the default before 2026-11-29: configs saved
+    without this field read back as 0, see LEGACY_DEFAULTS)."""
     init_from: str | None = None
     """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its
@@ -320,14 +321,25 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+LEGACY_DEFAULTS = {"train.loss_chunk": 0}
+"""Fields whose default changed after configs had been saved without them (the field did not exist yet): a saved
+config that lacks one had the old behaviour, so `from_dict` reads it back with this value, not today's default.
+A saved run then still means what it meant (sweep --reuse, resumed runs, reports)."""
+
+
 def from_dict(cls, data: dict, *, prefix: str = ""):
-    """Nested dict (e.g. config.json) -> frozen dataclass, with field names checked."""
+    """Nested dict (e.g. config.json) -> frozen dataclass, with field names checked; a missing field takes its
+    default, or its LEGACY_DEFAULTS value."""
     hints = typing.get_type_hints(cls)
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - valid)
     if unknown:
         raise ConfigError(f"{prefix or cls.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}")
-    kwargs = {}
+    kwargs = {
+        key: value
+        for key, value in ((path.removeprefix(prefix), v) for path, v in LEGACY_DEFAULTS.items() if path.startswith(prefix))
+        if "." not in key and key in valid and key not in data
+    }
     for key, value in data.items():
         hint = hints[key]
         name = f"{prefix}{key}"
@@ -338,6 +350,14 @@ def from_dict(cls, data: dict, *, prefix: str = ""):
         else:
             kwargs[key] = _coerce(value, hint, name)
     return cls(**kwargs)
+
+
+def differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves where two configs (or their to_dict forms) differ."""
+    a, b = (to_dict(x) if dataclasses.is_dataclass(x) else x for x in (a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def replace_path(config, path: str, value, *, _prefix: str = ""):

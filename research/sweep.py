@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.config import Config, ConfigError, from_dict, init_source, to_dict
+from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
 from research.experiment import (
     expand_sweep,
     format_knobs,
@@ -105,7 +105,7 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
             continue
         saved = json.loads(source.read_text())
         try:
-            differ = _differences(to_dict(from_dict(Config, saved.get("config", {}))), run.config)
+            differ = differences(to_dict(from_dict(Config, saved.get("config", {}))), run.config)
         except ConfigError as e:
             differ = [str(e)]
         if differ:
@@ -118,12 +118,6 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
         adopted += 1
         out(f"reused: {run.name} <- {source}")
     return adopted
-
-
-def _differences(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _next_launchable(todo: deque, failed: set[Path]):

@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from research.checkpoint import Checkpointer
-from research.config import Config, ConfigError, from_dict, init_source, to_dict
+from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
 from research.data.pipeline import prepare_data, validate_data_config
 from research.data.stream import train_batch
 from research.evaluate import (
@@ -256,9 +256,10 @@ def _prepare_workdir(config: Config, workdir: Path) -> None:
     if config_path.exists():
         previous = from_dict(Config, json.loads(config_path.read_text()))
         if previous != config:
+            differ = differences(previous, config)
             raise ConfigError(
-                f"{workdir} holds a run with a different config ({config_path}); use another --workdir "
-                "or delete it"
+                f"{workdir} holds a run with a different config ({config_path}: {', '.join(differ[:5])} differ); "
+                "use another --workdir, delete it, or pass the saved values to continue it"
             )
     if not is_primary():  # process 0 writes the run directory's files
         return

@@ -45,7 +45,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "compile/rope/2_layers",
     ]
     parts = rows[4]["parts_ms"]
-    assert set(parts) == {"layers", "readout_loss", "readout_loss_fused", "optimizer", "step"}
+    assert set(parts) == {"layers", "readout_loss", "readout_loss_plain", "optimizer", "step"}
     assert all(v > 0 for v in parts.values())
     assert rows[5]["compile_s_loop"] > 0 and rows[5]["compile_s_scan"] > 0
     rows = rows[:4]

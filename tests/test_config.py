@@ -52,6 +52,21 @@ def test_unknown_field_and_wrong_type():
         replace_path(Config(), "train.steps", "many")
 
 
+def test_saved_configs_without_a_later_field_keep_its_old_default():
+    """train.loss_chunk became 1024 after runs had been saved without the field (then the plain loss, 0): such a
+    config reads back as 0, a config that names the field keeps it, and a new config takes the new default."""
+    from research.config import LEGACY_DEFAULTS, differences
+
+    assert LEGACY_DEFAULTS["train.loss_chunk"] == 0 and Config().train.loss_chunk == 1024
+    saved = to_dict(Config())
+    del saved["train"]["loss_chunk"]
+    old = from_dict(Config, saved)
+    assert old.train.loss_chunk == 0
+    assert differences(old, Config()) == ["train.loss_chunk"]
+    assert from_dict(Config, to_dict(Config())).train.loss_chunk == 1024
+    assert differences(to_dict(Config()), Config()) == []
+
+
 def test_round_trip_and_spec_syntax():
     config = tiny_config("alibi")
     assert from_dict(Config, to_dict(config)) == config

@@ -35,7 +35,7 @@ def test_workdir_with_another_config_is_refused(tmp_path):
     from research.config import ConfigError
 
     train_and_evaluate(tiny_config("nope", steps=2), tmp_path, log=lambda m: None)
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="different config .*model.positional.name differ"):
         train_and_evaluate(tiny_config("rope", steps=2), tmp_path, log=lambda m: None)
 
 

@@ -50,12 +50,22 @@ def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
     """z at fractional positions by linear interpolation of the neighbouring integers: z [...,N], p [...,S] -> [...,S].
 
     Positions must lie in [0, N - 1]; the weight p - ⌊p⌋ carries the gradient to p.
+
+    Computed as z[⌊p⌋] + (p - ⌊p⌋) (z[⌊p⌋ + 1] - z[⌊p⌋]), i.e. the same (1 - w) z[⌊p⌋] + w z[⌈p⌉] (w = 0 when p is
+    an integer, so the neighbour past N - 1 is never read with weight). For speed, one gather of (value, step)
+    pairs at flat row offsets: take_along_axis would build an index tuple per element and gather twice, and the
+    backward pass would scatter twice.
     """
-    lo = jnp.floor(positions)
-    z_lo = jnp.take_along_axis(z, lo.astype(jnp.int32), axis=-1)
-    z_hi = jnp.take_along_axis(z, jnp.ceil(positions).astype(jnp.int32), axis=-1)
-    w = positions - lo  # [...,S]
-    return z_hi * w + z_lo * (1.0 - w)
+    n, s = z.shape[-1], positions.shape[-1]
+    lead = jnp.broadcast_shapes(z.shape[:-1], positions.shape[:-1])
+    z = jnp.broadcast_to(z, (*lead, n)).reshape(-1, n)  # [R,N]
+    p = jnp.broadcast_to(positions, (*lead, s)).reshape(-1, s)  # [R,S]
+    lo = jnp.floor(p)
+    step = jnp.concatenate([z[:, 1:] - z[:, :-1], jnp.zeros_like(z[:, :1])], axis=1)  # z[n+1] - z[n], 0 at N-1
+    pairs = jnp.stack([z, step], axis=-1).reshape(-1, 2)  # [R*N, 2]
+    flat = lo.astype(jnp.int32) + n * jnp.arange(z.shape[0], dtype=jnp.int32)[:, None]  # [R,S]
+    picked = pairs.at[flat].get(mode="promise_in_bounds")  # [R,S,2]
+    return (picked[..., 0] + (p - lo) * picked[..., 1]).reshape(*lead, s)
 
 
 def cope_bias(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array, table: jax.Array) -> jax.Array:
