@@ -71,7 +71,9 @@ def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
 def cope_bias(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array, table: jax.Array) -> jax.Array:
     """q_i · e[p_ij] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], table e [npos,D] -> float32 [B,H,T,S]."""
     positions = jnp.minimum(cope_positions(q, k, q_pos, k_pos), table.shape[0] - 1)  # [B,H,T,S]
-    z = jnp.einsum("bthd,nd->bhtn", q.astype(jnp.float32), table)  # [B,H,T,npos], q_i · e[n]
+    qh = jnp.transpose(q.astype(jnp.float32), (0, 2, 1, 3))  # [B,H,T,D]; 2-D matmul, as in model.layers.Dense
+    b, h, t, d = qh.shape
+    z = (qh.reshape(-1, d) @ table.T).reshape(b, h, t, -1)  # [B,H,T,npos], q_i · e[n]
     return interpolate_logits(z, positions) / math.sqrt(q.shape[-1])  # [B,H,T,S]
 
 
