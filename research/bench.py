@@ -168,6 +168,62 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
     return out
 
 
+def profile_ops(positional: str = "rope", *, steps: int = 3, top: int = 20, ref: dict = REFERENCE) -> dict:
+    """Trace `steps` training steps with jax.profiler and attribute the time to XLA's compiled ops.
+
+    -> {"step_ms", "traced_ms", "ops": the `top` ops by ms per step, each with its HLO name, output shape and the
+    jax operation it came from (its metadata op_name), "by_source": ms per step summed by that jax operation and
+    output shape}. Durations are the executor's per-op intervals: ops the CPU runtime runs concurrently (some
+    matmuls) overlap, so `traced_ms` need not equal `step_ms`."""
+    import collections
+    import gzip
+    import json
+    import re
+    import tempfile
+
+    r = reference(positional, ref)
+    compiled = r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
+    state = [r.params, r.opt_state]
+
+    def one(i):
+        state[0], state[1], loss = compiled(state[0], state[1], r.inputs, r.targets, jnp.int32(i))
+        return jax.block_until_ready(loss)
+
+    for i in range(2):
+        one(i)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for i in range(steps):
+                one(i)
+        step_ms = (time.perf_counter() - start) / steps * 1e3  # includes the tracer's own overhead
+        (trace,) = Path(folder).rglob("*.trace.json.gz")
+        events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    instructions = {}  # HLO name -> (output shape, jax op)
+    for line in compiled.as_text().splitlines():
+        m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([\w\-]+)\(", line)
+        if m and m.group(3) not in ("while", "call", "conditional"):  # their intervals contain their bodies' ops
+            source = re.search(r'op_name="([^"]+)"', line)
+            instructions[m.group(1)] = (m.group(2), source.group(1) if source else "")
+    total = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in instructions:
+            total[e["name"]] += e["dur"] / 1e3 / steps  # microseconds -> ms per step
+    ops = [
+        {"op": name, "ms": ms, "shape": instructions[name][0], "source": instructions[name][1]}
+        for name, ms in total.most_common()
+    ]
+    by_source = collections.Counter()
+    for o in ops:
+        by_source[f"{o['source'].rsplit('/', 1)[-1] or '?'} -> {o['shape'].split('{')[0]}"] += o["ms"]
+    return {
+        "step_ms": step_ms,
+        "traced_ms": sum(total.values()),
+        "ops": ops[:top],
+        "by_source": dict(by_source.most_common(top)),
+    }
+
+
 def layers_cost(positional: str = "rope", *, ref: dict = REFERENCE) -> dict:
     """XLA's own cost analysis of the layers' forward and backward (the `layers` part of `step_breakdown`):
     {"flops", "bytes"} = floating-point operations and bytes read + written by the compiled program. With the

@@ -16,7 +16,7 @@ from research.config import TrainConfig
 from research.metrics import atomic_write_json, atomic_write_text
 from research.train import run_info
 
-SECTIONS = ("steps", "variants", "breakdown", "compile", "peer", "embedding", "reader")
+SECTIONS = ("steps", "variants", "breakdown", "profile", "compile", "peer", "embedding", "reader")
 COMPILE_DEPTHS = (2, 4, 8, 16)
 
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=SECTIONS,
         help="sections to leave out: steps (every scheme), variants (rope with the plain loss, with scanned "
-        "layers), breakdown (rope's step split into layers, readout+loss, optimizer), compile (compile time vs depth, looped vs scanned), peer, embedding (256k x 1024 "
+        "layers), breakdown (rope's step split into layers, readout+loss, optimizer), profile (jax.profiler trace of rope's step: the XLA ops that take the time), compile (compile time vs depth, looped vs scanned), peer, embedding (256k x 1024 "
         "gather/scatter), reader (pretrained-vector reader vs gensim, 200k x 300 files written once to the cache)",
     )  # fmt: skip
     parser.add_argument(
@@ -75,6 +75,12 @@ def main(argv=None) -> int:
         from research.bench import copy_bandwidth, layers_cost
 
         result["layers_cost"] = {**layers_cost("rope", ref=ref), "copy_bytes_per_s": copy_bandwidth()}
+    result["profile"] = None
+    if "profile" not in args.skip:
+        from research.bench import profile_ops
+
+        result["profile"] = profile_ops("rope", ref=ref)
+        log(f"profile rope: {result['profile']['traced_ms']:.1f} ms of XLA ops per step traced")
     result["compile"] = None
     if "compile" not in args.skip:
         from research.bench import compile_seconds
@@ -127,6 +133,9 @@ def main(argv=None) -> int:
         if result["breakdown"]:
             print(json.dumps({"name": "breakdown/rope", "tokens_per_s": None, "step_ms": result["breakdown"]["step"],
                               "mfu": None, "parts_ms": result["breakdown"]}))  # fmt: skip
+        if result["profile"]:
+            print(json.dumps({"name": "profile/rope", "tokens_per_s": None, "step_ms": result["profile"]["step_ms"],
+                              "mfu": None, "by_source_ms": result["profile"]["by_source"]}))  # fmt: skip
         for c in result["compile"] or []:
             print(json.dumps({"name": f"compile/rope/{c['num_layers']}_layers", "tokens_per_s": None,
                               "step_ms": None, "mfu": None, "compile_s_loop": c["loop"],
@@ -229,6 +238,7 @@ def _other_rows(result: dict) -> list[str]:
                 f"{memory_ms:.0f} ms at the measured copy bandwidth ({cost['copy_bytes_per_s'] / 1e9:.2f} GB/s), "
                 f"against {parts['layers']:.0f} ms measured.",
             ]
+    lines += _profile_rows(result.get("profile"))
     if result.get("compile"):
         lines += [
             "",
@@ -273,5 +283,22 @@ def _other_rows(result: dict) -> list[str]:
     return lines
 
 
+def _profile_rows(profile: dict | None) -> list[str]:
+    if not profile:
+        return []
+    step = profile["step_ms"]
+    return [
+        "",
+        f"jax.profiler trace of rope's training step ({step:.0f} ms per step while traced; "
+        f"{profile['traced_ms']:.0f} ms of XLA op intervals, which overlap where the CPU runtime runs ops "
+        "concurrently). Time per step by the jax operation each compiled op came from and its output shape:",
+        "",
+        "| jax operation -> output | ms per step | share of the step |",
+        "|---|---|---|",
+        *(f"| `{name}` | {ms:.1f} | {ms / step:.0%} |" for name, ms in profile["by_source"].items()),
+    ]
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

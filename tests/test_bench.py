@@ -42,12 +42,16 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "train_step/rope+loss_chunk=4",
         "train_step/rope+scan_layers",
         "breakdown/rope",
+        "profile/rope",
         "compile/rope/2_layers",
     ]
     parts = rows[4]["parts_ms"]
     assert set(parts) == {"layers", "readout_loss", "readout_loss_plain", "optimizer", "step"}
     assert all(v > 0 for v in parts.values())
-    assert rows[5]["compile_s_loop"] > 0 and rows[5]["compile_s_scan"] > 0
+    by_source = rows[5]["by_source_ms"]  # the traced step's time by jax operation: the matmuls are in it
+    assert by_source and all(v > 0 for v in by_source.values())
+    assert any(name.startswith("dot_general ->") for name in by_source)
+    assert rows[6]["compile_s_loop"] > 0 and rows[6]["compile_s_scan"] > 0
     rows = rows[:4]
     for r in rows:
         assert (
@@ -57,7 +61,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
     table = (tmp_path / "table.md").read_text()
     assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
     assert "| 2 |" in table and "| whole step |" in table  # the compile-time and breakdown tables
-    assert "XLA's cost analysis of the layers" in table
+    assert "XLA's cost analysis of the layers" in table and "jax.profiler trace of rope" in table
 
 
 def test_peer_model_matches_our_parameter_count():
