@@ -81,3 +81,42 @@ def test_jit_does_not_retrace():
         tokens = jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, (2, T)), jnp.int32)
         forward(state, tokens, positions(2, T) + seed)
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("batch", [1, 5, 8])
+@pytest.mark.parametrize("bias_shape", ["shared", "shared_heads", "per_row"])
+def test_add_bias_matches_broadcast_addition_and_its_gradient(batch, bias_shape):
+    """attention.add_bias sums a batch-shared bias's gradient with a tree of adds (odd batches too): value and
+    gradients equal plain broadcasting addition."""
+    from research.model.attention import add_bias
+
+    heads, t = 3, 6
+    rng = np.random.default_rng(batch)
+    shape = {"shared": (1, heads, t, t), "shared_heads": (1, 1, t, t), "per_row": (batch, heads, t, t)}[bias_shape]
+    logits = jnp.asarray(rng.normal(size=(batch, heads, t, t)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(batch, heads, t, t)), jnp.float32)
+
+    def loss(add):
+        return lambda x, b: jnp.sum(jnp.tanh(add(x, b)) * weights)
+
+    np.testing.assert_array_equal(add_bias(logits, bias), logits + bias)
+    got = jax.grad(loss(add_bias), argnums=(0, 1))(logits, bias)
+    want = jax.grad(loss(jnp.add), argnums=(0, 1))(logits, bias)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_is_linear_on_flattened_rows():
+    """layers.Dense (rows flattened to 2-D for speed) has nnx.Linear's parameters and computes x @ kernel on any
+    leading shape."""
+    from research.model.layers import dense
+
+    layer = dense(8, 5, std=0.1, rngs=nnx.Rngs(0))
+    reference = nnx.Linear(8, 5, use_bias=False, kernel_init=nnx.initializers.normal(0.1), rngs=nnx.Rngs(0))
+    assert jax.tree.map(jnp.shape, nnx.state(layer)) == jax.tree.map(jnp.shape, nnx.state(reference))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4, 8)), jnp.float32)
+    np.testing.assert_allclose(layer(x), np.einsum("abcd,de->abce", x, layer.kernel[...]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer(x), reference(x), rtol=1e-5, atol=1e-6)
+    assert layer(x[0, 0, 0]).shape == (5,)
