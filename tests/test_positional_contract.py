@@ -182,3 +182,21 @@ def test_batch_shared_positions_broadcast(name):
     np.testing.assert_allclose(
         np.asarray(model(tokens, pos[:1])), np.asarray(model(tokens, pos)), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_shared_bias_flag_is_true_to_the_hook(name):
+    """A scheme that sets `shared_bias` (the transformer then computes its bias once for all layers) must return the
+    same bias for every layer and for any q and k; every other scheme keeps the per-layer call."""
+    config = POSITIONAL.get(name)()
+    module = config.build(DIMS, rngs=nnx.Rngs(0))
+    if not module.shared_bias:
+        pytest.skip(f"{name} computes its bias per layer")
+    _, xk, wq, wk, _, k_pos = _inputs(16, 16, jnp.float32)
+    q = (xk @ wq).reshape(B, 16, H, D)
+    k = (xk @ wk).reshape(B, 16, K, D)
+    first = module.bias(k_pos, k_pos, layer=0, q=q, k=k)
+    assert first is not None
+    for layer in range(DIMS.num_layers):
+        for qq, kk in ((None, None), (q * 2.0, k - 1.0)):
+            np.testing.assert_array_equal(module.bias(k_pos, k_pos, layer=layer, q=qq, k=kk), first)

@@ -83,6 +83,8 @@ class ALiBi(PositionalEncoding):
     """Adds `alibi_bias` to every layer's logits. Slopes are recomputed per call (a constant under jit) so that no
     plain array becomes module state."""
 
+    shared_bias = True  # one bias for every layer
+
     def __init__(self, *, num_heads: int, bidirectional: bool = False):
         self.num_heads, self.bidirectional = num_heads, bidirectional
 

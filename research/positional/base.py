@@ -38,6 +38,12 @@ class Dims:
 class PositionalEncoding(nnx.Module):
     """NoPE: every hook is the identity. Schemes subclass this and override what they need."""
 
+    shared_bias: ClassVar[bool] = False
+    """True when `bias` ignores `layer`, q and k (one bias for every layer, a function of positions and the
+    scheme's parameters only). The transformer then calls it once per forward pass and gives every layer the same
+    array, so its backward pass runs once, not once per layer (contract-tested: the flag must be true to the hook).
+    """
+
     def embed(self, x: jax.Array, pos: jax.Array) -> jax.Array:
         return x
 

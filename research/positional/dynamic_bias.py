@@ -39,12 +39,17 @@ def signed_log_distance(rel: jax.Array) -> jax.Array:
 
 
 def dynamic_position_mlp(x: jax.Array, layers: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
-    """MLP of scalars x [...] through (w [in,out], b [out]) layers, SiLU between them -> [..., H]."""
-    h = x[..., None]  # [...,1]
+    """MLP of scalars x [...] through (w [in,out], b [out]) layers, SiLU between them -> head-major [H, ...].
+
+    Run feature-major on the flattened inputs ([W, N] activations): the output comes out head-major, where the
+    row-major [N, H] form needed a transpose of a [N, 4]-shaped array forward and backward, which XLA's CPU backend
+    does slowly (tens of ms at N = 65536).
+    """
+    h = x.reshape(1, -1)  # [1,N]
     for w, b in layers[:-1]:
-        h = jax.nn.silu(h @ w + b)  # [...,W]
+        h = jax.nn.silu(w.T @ h + b[:, None])  # [W,N]
     w, b = layers[-1]
-    return h @ w + b  # [...,H]
+    return (w.T @ h + b[:, None]).reshape(-1, *x.shape)  # [H, ...]
 
 
 def dynamic_position_bias(
@@ -53,7 +58,7 @@ def dynamic_position_bias(
     """MLP(s(i - j)) for q_pos [B,T], k_pos [B,S] -> float32 [B,H,T,S]."""
     rel = (q_pos[:, :, None] - k_pos[:, None, :]).astype(jnp.float32)  # [B,T,S]
     x = signed_log_distance(rel) if log_distance else rel
-    return jnp.transpose(dynamic_position_mlp(x, layers), (0, 3, 1, 2))  # [B,H,T,S]
+    return jnp.swapaxes(dynamic_position_mlp(x, layers), 0, 1)  # [H,B,T,S] -> [B,H,T,S]
 
 
 @POSITIONAL.register("dynamic_bias")
@@ -83,6 +88,8 @@ class DynamicBiasConfig(PositionalConfig):
 
 class DynamicBias(PositionalEncoding):
     """The MLP's weights are nnx.Params in two lists (w [in,out], b [out]); `layer` is ignored."""
+
+    shared_bias = True  # one bias for every layer
 
     def __init__(self, config: DynamicBiasConfig, *, num_heads: int, rngs: nnx.Rngs):
         self.log_distance = config.log_distance

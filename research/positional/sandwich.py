@@ -81,6 +81,8 @@ class SandwichConfig(PositionalConfig):
 class Sandwich(PositionalEncoding):
     """Adds `sandwich_bias` to every layer's logits; no state."""
 
+    shared_bias = True  # one bias for every layer
+
     def __init__(self, *, num_heads: int, dim: int, base: float):
         self.num_heads, self.dim, self.base = num_heads, dim, base
 

@@ -82,6 +82,8 @@ class T5BiasConfig(PositionalConfig):
 class T5Bias(PositionalEncoding):
     """Looks up w[bucket(k_pos - q_pos)] -> [B,H,T,S]; the table is an nnx.Param [num_buckets, H]."""
 
+    shared_bias = True  # one bias for every layer
+
     def __init__(self, config: T5BiasConfig, *, num_heads: int, rngs: nnx.Rngs):
         self.num_buckets, self.max_distance = config.num_buckets, config.max_distance
         self.bidirectional = config.bidirectional
