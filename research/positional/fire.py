@@ -47,15 +47,21 @@ def fire_normalized_distance(
 
 
 def fire_mlp(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array) -> jax.Array:
-    """relu(x w1 + b1) w2 + b2 for scalars x [...], w1 [W], b1 [W], w2 [W,H], b2 [H] -> [..., H]."""
-    hidden = jax.nn.relu(x.reshape(-1, 1) * w1 + b1)  # [N,W], N = x.size (2-D: see research/model/layers.Dense)
-    return (hidden @ w2 + b2).reshape(*x.shape, -1)  # [..., H]
+    """relu(x w1 + b1) w2 + b2 for scalars x [...], w1 [W], b1 [W], w2 [W,H], b2 [H] -> head-major [H, ...].
+
+    Run feature-major on the flattened inputs ([W, N] hidden units; both layers are matmuls, so every gradient,
+    x's included, is a matmul too): the output comes out head-major, and no [N, W] or [N, H] array is transposed
+    or reduced over its long axis, which XLA's CPU backend does slowly.
+    """
+    flat = x.reshape(1, -1)  # [1,N]
+    hidden = jax.nn.relu(w1[:, None] @ flat + b1[:, None])  # [W,N]
+    return (w2.T @ hidden + b2[:, None]).reshape(-1, *x.shape)  # [H, ...]
 
 
 def fire_bias(q_pos, k_pos, c, threshold, w1, b1, w2, b2, eps: float = 1e-6) -> jax.Array:
     """FIRE bias for q_pos [B,T], k_pos [B,S] and one layer's parameters -> float32 [B,H,T,S]."""
     x = fire_normalized_distance(q_pos, k_pos, c, threshold, eps)  # [B,T,S]
-    return jnp.transpose(fire_mlp(x, w1, b1, w2, b2), (0, 3, 1, 2))  # [B,H,T,S]
+    return jnp.swapaxes(fire_mlp(x, w1, b1, w2, b2), 0, 1)  # [H,B,T,S] -> [B,H,T,S]
 
 
 @POSITIONAL.register("fire")
