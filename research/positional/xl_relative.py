@@ -56,22 +56,23 @@ def xl_relative_bias(
     heads, head_dim = u.shape
     k = jnp.repeat(k, heads // k.shape[2], axis=2)  # [B,S,H,D]
     content = jnp.einsum("bshd,hd->bhs", k, u)[:, :, None, :]  # [B,H,1,S], u · k_j
-    a = jnp.einsum("bthd,rhd->bthr", q + v, w_r)  # [B,T,H,d_R], W_R^T (q_i + v)
-    a_sin, a_cos = jnp.split(a, 2, axis=-1)  # coefficients of sin(δω) and cos(δω), [B,T,H,d_R/2]
+    # Head-major from here on ([B,H,T,*]): the position term's matmul then writes [B,H,T,S] without a transpose.
+    a = jnp.einsum("bhtd,rhd->bhtr", jnp.swapaxes(q + v, 1, 2), w_r)  # [B,H,T,d_R], W_R^T (q_i + v)
+    a_sin, a_cos = jnp.split(a, 2, axis=-1)  # coefficients of sin(δω) and cos(δω), [B,H,T,d_R/2]
     omega = xl_frequencies(w_r.shape[0], base)  # [d_R/2]
     origin = k_pos[:, :1]  # [B,1], a shared offset: i - j unchanged
     ang_q = (q_pos - origin).astype(jnp.float32)[..., None] * omega  # [B,T,d_R/2]
     ang_k = (k_pos - origin).astype(jnp.float32)[..., None] * omega  # [B,S,d_R/2]
-    sin_q, cos_q = jnp.sin(ang_q)[:, :, None], jnp.cos(ang_q)[:, :, None]  # [B,T,1,d_R/2]
+    sin_q, cos_q = jnp.sin(ang_q)[:, None], jnp.cos(ang_q)[:, None]  # [B,1,T,d_R/2]
     # a_s sin(x_i - x_j) + a_c cos(x_i - x_j) = cos x_j (a_s sin x_i + a_c cos x_i) + sin x_j (a_c sin x_i - a_s cos x_i)
-    with_cos = a_sin * sin_q + a_cos * cos_q  # [B,T,H,d_R/2]
-    with_sin = a_cos * sin_q - a_sin * cos_q  # [B,T,H,d_R/2]
-    coefficients = jnp.concatenate([with_cos, with_sin], axis=-1)  # [B,T,H,d_R]
+    with_cos = a_sin * sin_q + a_cos * cos_q  # [B,H,T,d_R/2]
+    with_sin = a_cos * sin_q - a_sin * cos_q  # [B,H,T,d_R/2]
+    coefficients = jnp.concatenate([with_cos, with_sin], axis=-1)  # [B,H,T,d_R]
     features = jnp.concatenate([jnp.cos(ang_k), jnp.sin(ang_k)], axis=-1)  # [B|1,S,d_R]
-    if features.shape[0] == 1:  # keys shared by every row: one [B*T*H, d_R] x [d_R, S] matmul
-        position = jnp.einsum("bthf,sf->bhts", coefficients, features[0])  # [B,H,T,S]
+    if features.shape[0] == 1:  # keys shared by every row: one [B*H*T, d_R] x [d_R, S] matmul
+        position = coefficients @ features[0].T  # [B,H,T,S]
     else:
-        position = jnp.einsum("bthf,bsf->bhts", coefficients, features)  # [B,H,T,S]
+        position = jnp.einsum("bhtf,bsf->bhts", coefficients, features)  # [B,H,T,S]
     return (content + position) / math.sqrt(head_dim)
 
 
