@@ -168,7 +168,14 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
     return out
 
 
-def profile_ops(positional: str = "rope", *, steps: int = 3, top: int = 20, ref: dict = REFERENCE) -> dict:
+def profile_ops(
+    positional: str = "rope",
+    *,
+    steps: int = 3,
+    top: int = 20,
+    ref: dict = REFERENCE,
+    scan_layers: bool = False,
+) -> dict:
     """Trace `steps` training steps with jax.profiler and attribute the time to XLA's compiled ops.
 
     -> {"step_ms", "traced_ms", "ops": the `top` ops by ms per step, each with its HLO name, output shape and the
@@ -181,7 +188,7 @@ def profile_ops(positional: str = "rope", *, steps: int = 3, top: int = 20, ref:
     import re
     import tempfile
 
-    r = reference(positional, ref)
+    r = reference(positional, ref, scan_layers=scan_layers)
     compiled = r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
     state = [r.params, r.opt_state]
 
@@ -202,7 +209,11 @@ def profile_ops(positional: str = "rope", *, steps: int = 3, top: int = 20, ref:
     instructions = {}  # HLO name -> (output shape, jax op)
     for line in compiled.as_text().splitlines():
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([\w\-]+)\(", line)
-        if m and m.group(3) not in ("while", "call", "conditional"):  # their intervals contain their bodies' ops
+        if m and m.group(3) not in (
+            "while",
+            "call",
+            "conditional",
+        ):  # their intervals contain their bodies' ops
             source = re.search(r'op_name="([^"]+)"', line)
             instructions[m.group(1)] = (m.group(2), source.group(1) if source else "")
     total = collections.Counter()

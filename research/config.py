@@ -337,7 +337,9 @@ def from_dict(cls, data: dict, *, prefix: str = ""):
         raise ConfigError(f"{prefix or cls.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}")
     kwargs = {
         key: value
-        for key, value in ((path.removeprefix(prefix), v) for path, v in LEGACY_DEFAULTS.items() if path.startswith(prefix))
+        for key, value in (
+            (path.removeprefix(prefix), v) for path, v in LEGACY_DEFAULTS.items() if path.startswith(prefix)
+        )
         if "." not in key and key in valid and key not in data
     }
     for key, value in data.items():

@@ -301,4 +301,3 @@ def _profile_rows(profile: dict | None) -> list[str]:
 
 if __name__ == "__main__":
     sys.exit(main())
-

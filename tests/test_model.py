@@ -92,7 +92,9 @@ def test_add_bias_matches_broadcast_addition_and_its_gradient(batch, bias_shape)
 
     heads, t = 3, 6
     rng = np.random.default_rng(batch)
-    shape = {"shared": (1, heads, t, t), "shared_heads": (1, 1, t, t), "per_row": (batch, heads, t, t)}[bias_shape]
+    shape = {"shared": (1, heads, t, t), "shared_heads": (1, 1, t, t), "per_row": (batch, heads, t, t)}[
+        bias_shape
+    ]
     logits = jnp.asarray(rng.normal(size=(batch, heads, t, t)), jnp.float32)
     bias = jnp.asarray(rng.normal(size=shape), jnp.float32)
     weights = jnp.asarray(rng.normal(size=(batch, heads, t, t)), jnp.float32)
@@ -117,6 +119,8 @@ def test_dense_is_linear_on_flattened_rows():
     reference = nnx.Linear(8, 5, use_bias=False, kernel_init=nnx.initializers.normal(0.1), rngs=nnx.Rngs(0))
     assert jax.tree.map(jnp.shape, nnx.state(layer)) == jax.tree.map(jnp.shape, nnx.state(reference))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4, 8)), jnp.float32)
-    np.testing.assert_allclose(layer(x), np.einsum("abcd,de->abce", x, layer.kernel[...]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer(x), np.einsum("abcd,de->abce", x, layer.kernel[...]), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(layer(x), reference(x), rtol=1e-5, atol=1e-6)
     assert layer(x[0, 0, 0]).shape == (5,)

@@ -61,7 +61,9 @@ def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
     z = jnp.broadcast_to(z, (*lead, n)).reshape(-1, n)  # [R,N]
     p = jnp.broadcast_to(positions, (*lead, s)).reshape(-1, s)  # [R,S]
     lo = jnp.floor(p)
-    step = jnp.concatenate([z[:, 1:] - z[:, :-1], jnp.zeros_like(z[:, :1])], axis=1)  # z[n+1] - z[n], 0 at N-1
+    step = jnp.concatenate(
+        [z[:, 1:] - z[:, :-1], jnp.zeros_like(z[:, :1])], axis=1
+    )  # z[n+1] - z[n], 0 at N-1
     pairs = jnp.stack([z, step], axis=-1).reshape(-1, 2)  # [R*N, 2]
     flat = lo.astype(jnp.int32) + n * jnp.arange(z.shape[0], dtype=jnp.int32)[:, None]  # [R,S]
     picked = pairs.at[flat].get(mode="promise_in_bounds")  # [R,S,2]
