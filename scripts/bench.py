@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--depths", type=int, nargs="*", default=list(COMPILE_DEPTHS), help="compile: depths to compile"
     )
+    parser.add_argument(
+        "--peer-rounds", type=int, default=3,
+        help="peer: rounds of rope and the peer timed alternately (median ratio reported); 0 = none",
+    )  # fmt: skip
     parser.add_argument("--reader-words", type=int, default=200_000)
     for key, value in REFERENCE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
@@ -116,8 +121,19 @@ def main(argv=None) -> int:
         peer = bench_peer(ref=ref, steps=args.steps, warmup=args.warmup)
         ours = next((r for r in result["rows"] if r["scheme"] == "rope"), None)
         peer["ours_over_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"] if ours else None
-        result["peer"] = peer
         log(f"peer x-transformers: {peer['step_ms']:.1f} ms/step, {peer['tokens_per_s']:.0f} tokens/s")
+        from research.bench import bench_scheme
+
+        rounds = []  # ours and the peer alternately, so that both see the same machine state
+        for i in range(args.peer_rounds):
+            mine = bench_scheme("rope", steps=args.steps, warmup=args.warmup, ref=ref)["step_ms"]
+            theirs = bench_peer(ref=ref, steps=args.steps, warmup=args.warmup)["step_ms"]
+            rounds.append({"ours_ms": mine, "peer_ms": theirs, "ours_over_peer": theirs / mine})
+            log(f"round {i + 1}: rope {mine:.1f} ms, peer {theirs:.1f} ms, ours/peer {theirs / mine:.2f}")
+        peer["rounds"] = rounds
+        if rounds:
+            peer["ours_over_peer_median"] = statistics.median(r["ours_over_peer"] for r in rounds)
+        result["peer"] = peer
     elif args.peer:
         log("peer skipped: install it with `.venv/bin/pip install -e .[peers]` (torch CPU, x-transformers)")
     if args.json:
@@ -259,6 +275,13 @@ def _other_rows(result: dict) -> list[str]:
             f"{peer['step_ms_spread'][1]:.1f}), {peer['tokens_per_s']:.0f} tokens/s. "
             f"**tokens/s ours (rope) / peer = {peer['ours_over_peer']:.2f}**.",
         ]
+        if peer.get("rounds"):
+            ratios = ", ".join(f"{r['ours_over_peer']:.2f}" for r in peer["rounds"])
+            lines += [
+                "",
+                f"Interleaved: {len(peer['rounds'])} rounds of rope then the peer, {result['steps']} steps each: "
+                f"ours/peer {ratios}; **median {peer['ours_over_peer_median']:.2f}**.",
+            ]
     e = result.get("embedding")
     if e:
         lines += [

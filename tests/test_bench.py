@@ -4,6 +4,7 @@ asserted here)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -62,6 +63,23 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
     assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
     assert "| 2 |" in table and "| whole step |" in table  # the compile-time and breakdown tables
     assert "XLA's cost analysis of the layers" in table and "jax.profiler trace of rope" in table
+
+
+def test_peer_rounds_alternate_ours_and_the_peer(tmp_path):
+    from research.bench_peer import available
+
+    if not available():
+        pytest.skip("the optional PyTorch peer is not installed (pip install -e .[peers])")
+    sys.path.insert(0, "scripts")
+    from bench import main
+
+    skip = ["steps", "variants", "breakdown", "profile", "compile", "embedding", "reader"]
+    argv = ["--steps", "1", "--warmup", "1", "--peer-rounds", "2", "--skip", *skip, "--out", str(tmp_path)]
+    assert main(argv + [f"--{k}={v}" for k, v in TINY.items()]) == 0
+    peer = json.loads((tmp_path / "bench.json").read_text())["peer"]
+    assert len(peer["rounds"]) == 2 and all(r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in peer["rounds"])
+    assert peer["ours_over_peer_median"] > 0
+    assert "Interleaved: 2 rounds" in (tmp_path / "table.md").read_text()
 
 
 def test_peer_model_matches_our_parameter_count():
