@@ -124,3 +124,30 @@ def test_dense_is_linear_on_flattened_rows():
     )
     np.testing.assert_allclose(layer(x), reference(x), rtol=1e-5, atol=1e-6)
     assert layer(x[0, 0, 0]).shape == (5,)
+
+
+@pytest.mark.parametrize("name", POSITIONAL.names())
+def test_split_attention_equals_one_block(name, monkeypatch):
+    """At T >= SPLIT_MIN_LENGTH attention runs as two query halves (the masked quarter skipped): logits and
+    gradients equal the one-block form for every scheme, with positions per row and shared."""
+    from research.model import attention
+
+    t = attention.SPLIT_MIN_LENGTH
+    cfg = ModelConfig(d_model=32, num_layers=2, num_heads=4, positional={"name": name})
+    model = Transformer(resolve_model(cfg, max_len=t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    params = jax.tree.map(lambda x: x * 8.0, params)  # sharp attention, so that a wrong key range shows
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, t)), jnp.int32)
+
+    def loss(p, pos):
+        return jnp.mean(nnx.merge(graphdef, p)(tokens, pos) ** 2)
+
+    for pos in (positions(2, t), positions(1, t)):
+        split = jax.value_and_grad(loss)(params, pos)
+        monkeypatch.setattr(attention, "SPLIT_MIN_LENGTH", 10**9)
+        whole = jax.value_and_grad(loss)(params, pos)
+        monkeypatch.undo()
+        np.testing.assert_allclose(split[0], whole[0], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(split[1]), jax.tree.leaves(whole[1]), strict=True):
+            scale = float(np.abs(b).max())  # float32 summation order differs: tolerance relative to the leaf
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale + 1e-7)
