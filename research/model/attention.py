@@ -85,7 +85,9 @@ class CausalSelfAttention(nnx.Module):
         q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * h, d), 3, axis=2)  # each [B,T,H,D]
         q, k = rotate(q, k, pos, pos)
         extra = bias(pos, pos, q=q, k=k)  # [B|1,H,T,S] or None
-        if hasattr(self, "__captures__"):  # only under nnx.capture (research/diagnostics.py), never in training
+        if hasattr(
+            self, "__captures__"
+        ):  # only under nnx.capture (research/diagnostics.py), never in training
             y, weights = attend(q, k, v, extra, pos, pos)
             self.sow(nnx.Intermediate, "weights", weights)
         elif t % 2 or t < SPLIT_MIN_LENGTH:
@@ -93,7 +95,12 @@ class CausalSelfAttention(nnx.Module):
         else:  # the first half of the queries sees only the first half of the keys: skip the masked quarter
             m = t // 2
             first = attend(
-                q[:, :m], k[:, :m], v[:, :m], None if extra is None else extra[..., :m, :m], pos[:, :m], pos[:, :m]
+                q[:, :m],
+                k[:, :m],
+                v[:, :m],
+                None if extra is None else extra[..., :m, :m],
+                pos[:, :m],
+                pos[:, :m],
             )[0]
             second = attend(q[:, m:], k, v, None if extra is None else extra[..., m:, :], pos[:, m:], pos)[0]
             y = jnp.concatenate([first, second], axis=1)  # [B,T,H,D]
