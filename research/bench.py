@@ -75,6 +75,22 @@ class Reference:
     inputs: jax.Array
     targets: jax.Array
 
+    def compile(self):
+        """The training step lowered and compiled for this batch (timed by `compile_seconds`)."""
+        return self.step_fn.lower(
+            self.params, self.opt_state, self.inputs, self.targets, jnp.int32(0)
+        ).compile()
+
+    def runner(self, compiled):
+        """i -> loss of step i: `compiled` applied to this reference's own state, which it donates and replaces."""
+        state = [self.params, self.opt_state]
+
+        def one(i):
+            state[0], state[1], loss = compiled(state[0], state[1], self.inputs, self.targets, jnp.int32(i))
+            return loss
+
+        return one
+
 
 def reference(
     positional: str, ref: dict = REFERENCE, *, loss_chunk: int | None = None, scan_layers: bool = False
@@ -168,6 +184,10 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
     return out
 
 
+_CONTROL_FLOW = ("while", "call", "conditional")
+"""HLO ops whose traced intervals contain their bodies' ops: left out of the per-op times (no double counting)."""
+
+
 def profile_ops(
     positional: str = "rope",
     *,
@@ -189,31 +209,22 @@ def profile_ops(
     import tempfile
 
     r = reference(positional, ref, scan_layers=scan_layers)
-    compiled = r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
-    state = [r.params, r.opt_state]
-
-    def one(i):
-        state[0], state[1], loss = compiled(state[0], state[1], r.inputs, r.targets, jnp.int32(i))
-        return jax.block_until_ready(loss)
-
+    compiled = r.compile()
+    one = r.runner(compiled)
     for i in range(2):
-        one(i)
+        jax.block_until_ready(one(i))
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         with jax.profiler.trace(folder, create_perfetto_trace=True):
             for i in range(steps):
-                one(i)
+                jax.block_until_ready(one(i))
         step_ms = (time.perf_counter() - start) / steps * 1e3  # includes the tracer's own overhead
         (trace,) = Path(folder).rglob("*.trace.json.gz")
         events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
     instructions = {}  # HLO name -> (output shape, jax op)
     for line in compiled.as_text().splitlines():
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([\w\-]+)\(", line)
-        if m and m.group(3) not in (
-            "while",
-            "call",
-            "conditional",
-        ):  # their intervals contain their bodies' ops
+        if m and m.group(3) not in _CONTROL_FLOW:
             source = re.search(r'op_name="([^"]+)"', line)
             instructions[m.group(1)] = (m.group(2), source.group(1) if source else "")
     total = collections.Counter()
@@ -250,7 +261,7 @@ def compile_seconds(positional: str, *, num_layers: int, scan_layers: bool, ref:
     scanned), with a fresh compilation cache entry (a new jit per call)."""
     r = reference(positional, {**ref, "num_layers": num_layers}, scan_layers=scan_layers)
     start = time.perf_counter()
-    r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
+    r.compile()
     return time.perf_counter() - start
 
 
@@ -269,13 +280,9 @@ def bench_scheme(
     counts, shape = r.counts, r.inputs.shape
 
     start = time.perf_counter()
-    compiled = r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).compile()
+    compiled = r.compile()
     compile_s = time.perf_counter() - start
-    state = [r.params, r.opt_state]
-
-    def one(i):
-        state[0], state[1], loss = compiled(state[0], state[1], r.inputs, r.targets, jnp.int32(i))
-        return loss
+    one = r.runner(compiled)
 
     for i in range(warmup):
         jax.block_until_ready(one(i))

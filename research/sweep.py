@@ -105,7 +105,7 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
             continue
         saved = json.loads(source.read_text())
         try:
-            differ = differences(to_dict(from_dict(Config, saved.get("config", {}))), run.config)
+            differ = differences(from_dict(Config, saved.get("config", {})), run.config)
         except ConfigError as e:
             differ = [str(e)]
         if differ:

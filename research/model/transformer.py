@@ -190,22 +190,14 @@ class Transformer(nnx.Module):
             tokens = jnp.where(tokens >= self.vocab_size, self.unk_id, tokens)
         x = self.embedding.embed(tokens, key=key).astype(dtype)  # [B,T,E]
         x = pe.embed(x, pos)
-        if pe.shared_bias:  # one bias for every layer: computed (and differentiated) once
-            shared = pe.bias(pos, pos, layer=0)
-
-            def layer_bias(layer):
-                return lambda q_pos, k_pos, q=None, k=None: shared
-        else:
-
-            def layer_bias(layer):
-                return functools.partial(pe.bias, layer=layer)
+        shared = pe.bias(pos, pos, layer=0) if pe.shared_bias else None  # one bias for every layer, made once
 
         def layer_fn(x, block, layer, pe):
             x = x + block.attn(
                 block.attn_norm(x),
                 pos,
                 rotate=functools.partial(pe.rotate, layer=layer),
-                bias=layer_bias(layer),
+                bias=(lambda *_, **__: shared) if pe.shared_bias else functools.partial(pe.bias, layer=layer),
             )
             return x + block.mlp(block.mlp_norm(x))
 
