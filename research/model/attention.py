@@ -78,32 +78,32 @@ class CausalSelfAttention(nnx.Module):
         pos: jax.Array,  # [B,T]
         *,
         rotate: Callable,
-        bias: Callable,
+        bias: Callable | jax.Array | None,
     ) -> jax.Array:
+        """`bias` is the scheme's hook, called for each block of queries and keys that is computed (so a
+        content-dependent bias skips the masked quarter too), or one precomputed [B|1,H,T,T] array, sliced."""
         b, t, _ = x.shape
         h, d = self.num_heads, self.head_dim
         q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * h, d), 3, axis=2)  # each [B,T,H,D]
         q, k = rotate(q, k, pos, pos)
-        extra = bias(pos, pos, q=q, k=k)  # [B|1,H,T,S] or None
-        if hasattr(
-            self, "__captures__"
-        ):  # only under nnx.capture (research/diagnostics.py), never in training
-            y, weights = attend(q, k, v, extra, pos, pos)
+
+        def part(rows: slice, cols: slice):  # queries `rows` over keys `cols`, with their own bias
+            q_pos, k_pos, q_part, k_part = pos[:, rows], pos[:, cols], q[:, rows], k[:, cols]
+            if callable(bias):
+                extra = bias(q_pos, k_pos, q=q_part, k=k_part)  # [B|1,H,T',S'] or None
+            else:
+                extra = None if bias is None else bias[..., rows, cols]
+            return attend(q_part, k_part, v[:, cols], extra, q_pos, k_pos)
+
+        whole = slice(None)
+        if hasattr(self, "__captures__"):  # only under nnx.capture (research/diagnostics.py), never in training
+            y, weights = part(whole, whole)
             self.sow(nnx.Intermediate, "weights", weights)
         elif t % 2 or t < SPLIT_MIN_LENGTH:
-            y = attend(q, k, v, extra, pos, pos)[0]
+            y = part(whole, whole)[0]
         else:  # the first half of the queries sees only the first half of the keys: skip the masked quarter
-            m = t // 2
-            first = attend(
-                q[:, :m],
-                k[:, :m],
-                v[:, :m],
-                None if extra is None else extra[..., :m, :m],
-                pos[:, :m],
-                pos[:, :m],
-            )[0]
-            second = attend(q[:, m:], k, v, None if extra is None else extra[..., m:, :], pos[:, m:], pos)[0]
-            y = jnp.concatenate([first, second], axis=1)  # [B,T,H,D]
+            first, second = slice(0, t // 2), slice(t // 2, t)
+            y = jnp.concatenate([part(first, first)[0], part(second, whole)[0]], axis=1)  # [B,T,H,D]
         return self.out(y.reshape(b, t, h * d))
 
 

@@ -197,7 +197,7 @@ class Transformer(nnx.Module):
                 block.attn_norm(x),
                 pos,
                 rotate=functools.partial(pe.rotate, layer=layer),
-                bias=(lambda *_, **__: shared) if pe.shared_bias else functools.partial(pe.bias, layer=layer),
+                bias=shared if pe.shared_bias else functools.partial(pe.bias, layer=layer),
             )
             return x + block.mlp(block.mlp_norm(x))
 
