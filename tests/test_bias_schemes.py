@@ -18,6 +18,8 @@ from research.positional.data_dependent_alibi import forget_log_gates, forgettin
 from research.positional.fire import fire_bias, fire_normalized_distance
 from research.positional.kerple import kerple_log_bias, kerple_power_bias
 from research.positional.positions import check_compatible
+from research.positional.xl_relative import evenly_spaced as xl_evenly_spaced
+from research.positional.xl_relative import xl_relative_bias
 
 DIMS = Dims(d_model=16, num_heads=4, head_dim=4, num_layers=2, max_len=8)
 B, H, K, D = 2, DIMS.num_heads, 2, DIMS.head_dim  # K = 2 kv heads: grouped-query shapes
@@ -282,32 +284,75 @@ def test_cope_equals_loop_over_pairs(t, s, npos):
 
 
 # ------------------------------------------------------------------------------------------ xl_relative
-def test_xl_relative_total_logits_equal_paper_formula():
-    pe = _build("xl_relative")
-    t, s = 4, 6
-    q, k = _qk(t, s, seed=5)
-    q_pos, k_pos = _pos(t, s, offsets=(500, 2000))
-    u, v = np.asarray(pe.u[...]) * 50, np.asarray(pe.v[...]) * 50  # make every term visible
-    w_r = np.asarray(pe.w_r[...])[1] * 50  # [d_R,H,D]
+XL_POSITIONS = {  # (q_pos, k_pos) for t = 4 queries, the last of s = 6 keys
+    "rows": _pos(4, 6, offsets=(500, 2000)),  # [B,T]: the angle-addition form
+    "shared": (jnp.arange(2, 6)[None], jnp.arange(6)[None]),  # [1,T], evenly spaced: the relative shift
+    "shared_step3": (jnp.arange(2, 6)[None] * 3 + 7, jnp.arange(6)[None] * 3 + 7),
+    "shared_fractional": (jnp.arange(2.0, 6.0)[None] * 0.4, jnp.arange(6.0)[None] * 0.4),
+    "shared_uneven": (jnp.asarray([[3, 4, 7, 9]]), jnp.asarray([[0, 1, 3, 4, 7, 9]])),  # shared, not a grid
+    "shared_misaligned": (jnp.arange(1, 5)[None], jnp.arange(6)[None]),  # queries are not the last keys
+}
+
+
+def _xl_relative_scaled(pe, layer=1):
+    """Scale u, v and W_R[layer] by 50 so every term shows; -> their numpy values."""
+    u, v = np.asarray(pe.u[...]) * 50, np.asarray(pe.v[...]) * 50
+    w_r = np.asarray(pe.w_r[...])[layer] * 50  # [d_R,H,D]
     pe.u[...], pe.v[...] = jnp.asarray(u), jnp.asarray(v)
-    pe.w_r[...] = pe.w_r[...].at[1].set(jnp.asarray(w_r))
+    pe.w_r[...] = pe.w_r[...].at[layer].set(jnp.asarray(w_r))
+    return u, v, w_r
+
+
+@pytest.mark.parametrize("positions", XL_POSITIONS)
+def test_xl_relative_total_logits_equal_paper_formula(positions):
+    pe = _build("xl_relative")
+    q_pos, k_pos = XL_POSITIONS[positions]
+    t, s = q_pos.shape[-1], k_pos.shape[-1]
+    q, k = _qk(t, s, seed=5)
+    u, v, w_r = _xl_relative_scaled(pe)
     d_r = w_r.shape[0]
     inv_freq = 1.0 / 10000 ** (np.arange(0, d_r, 2) / d_r)
     k_heads = np.repeat(k, H // K, axis=2)
-    qp, kp = np.asarray(q_pos), np.asarray(k_pos)
+    qp, kp = np.broadcast_to(q_pos, (B, t)), np.broadcast_to(k_pos, (B, s))
     expected = np.zeros((B, H, t, s))
     for b in range(B):
         for h in range(H):
             for i in range(t):
                 for j in range(s):
-                    delta = float(qp[b, i] - kp[b, j])
+                    delta = float(qp[b, i]) - float(kp[b, j])
                     r = np.concatenate([np.sin(delta * inv_freq), np.cos(delta * inv_freq)])  # R_{i-j}
                     content = (q[b, i, h] + u[h]) @ k_heads[b, j, h]
                     position = (q[b, i, h] + v[h]) @ (r @ w_r[:, h, :])  # W_R,h R_{i-j} in R^D
                     expected[b, h, i, j] = (content + position) / math.sqrt(D)
-    bias = pe.bias(q_pos, k_pos, layer=1, q=jnp.asarray(q), k=jnp.asarray(k))
+    bias = jax.jit(lambda q, k: pe.bias(q_pos, k_pos, layer=1, q=q, k=k))(jnp.asarray(q), jnp.asarray(k))
     total = np.einsum("bthd,bshd->bhts", q, k_heads) / math.sqrt(D) + np.asarray(bias)
     np.testing.assert_allclose(total, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("positions", [name for name in XL_POSITIONS if name.startswith("shared")])
+def test_xl_relative_shared_positions_match_rows_with_gradients(positions):
+    """Shared [1,T] positions take the relative shift when evenly spaced (else the angle-addition form); the same
+    positions given per row [B,T] always take the angle-addition form. Values and the gradients of q, k, u, v and
+    W_R agree."""
+    pe = _build("xl_relative")
+    _xl_relative_scaled(pe)
+    q_pos, k_pos = XL_POSITIONS[positions]
+    assert bool(xl_evenly_spaced(q_pos[0], k_pos[0])) == (
+        positions not in ("shared_uneven", "shared_misaligned")
+    )
+    q, k = (jnp.asarray(a) for a in _qk(4, 6, seed=6))
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(B, H, 4, 6)), jnp.float32)
+
+    def loss(q, k, u, v, w_r, q_pos, k_pos):
+        return jnp.sum(xl_relative_bias(q, k, q_pos, k_pos, u, v, w_r) * weights)
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
+    params = (q, k, pe.u[...], pe.v[...], pe.w_r[...][1])
+    shared = grad(*params, q_pos, k_pos)
+    rows = grad(*params, jnp.broadcast_to(q_pos, (B, 4)), jnp.broadcast_to(k_pos, (B, 6)))
+    np.testing.assert_allclose(shared[0], rows[0], rtol=1e-5)
+    for a, b in zip(shared[1], rows[1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
 
 # ------------------------------------------------------------------------------------ every new scheme

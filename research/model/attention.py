@@ -96,7 +96,9 @@ class CausalSelfAttention(nnx.Module):
             return attend(q_part, k_part, v[:, cols], extra, q_pos, k_pos)
 
         whole = slice(None)
-        if hasattr(self, "__captures__"):  # only under nnx.capture (research/diagnostics.py), never in training
+        if hasattr(
+            self, "__captures__"
+        ):  # only under nnx.capture (research/diagnostics.py), never in training
             y, weights = part(whole, whole)
             self.sow(nnx.Intermediate, "weights", weights)
         elif t % 2 or t < SPLIT_MIN_LENGTH:
