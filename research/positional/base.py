@@ -9,6 +9,9 @@ A scheme implements only the hooks it needs; the transformer calls all three at 
 Positions are integer data made once per forward pass, never `arange` inside a layer. Their leading axis may be 1
 when every row has the same positions (contiguous samplers return [1,T]): hooks broadcast it over the batch, so a
 position-only bias is computed once per step rather than B times (contract-tested for every scheme).
+Attention calls `bias` once per block of queries it computes (research/model/attention.py: query_blocks), with
+those queries' positions and q, and the keys they can see: T may be less than S, the queries being the last T of
+the S keys. A hook must not assume T == S or q_pos is k_pos (tested: blocks equal one block for every scheme).
 """
 
 from __future__ import annotations

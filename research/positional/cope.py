@@ -72,6 +72,7 @@ def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
 
 def cope_bias(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array, table: jax.Array) -> jax.Array:
     """q_i · e[p_ij] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], table e [npos,D] -> float32 [B,H,T,S]."""
+    table = table[: k.shape[1] + 1]  # p_ij <= i - j + 1 <= S: larger counts are never read
     positions = jnp.minimum(cope_positions(q, k, q_pos, k_pos), table.shape[0] - 1)  # [B,H,T,S]
     qh = jnp.transpose(q.astype(jnp.float32), (0, 2, 1, 3))  # [B,H,T,D]; 2-D matmul, as in model.layers.Dense
     b, h, t, d = qh.shape
