@@ -39,9 +39,20 @@ def dense(in_dim: int, out_dim: int, *, std: float, rngs: nnx.Rngs) -> Dense:
 
 
 class MLP(nnx.Module):
-    def __init__(self, d_model: int, hidden: int, *, out_std: float, rngs: nnx.Rngs):
+    def __init__(
+        self, d_model: int, hidden: int, *, out_std: float, rngs: nnx.Rngs, recompute_hidden: bool = False
+    ):
+        """`recompute_hidden`: save only the input for the backward pass, which recomputes the up projection and
+        GELU. For layers under a scan, whose saved activations are stacked over the layers: XLA zero-fills and
+        copies those [L,B,T,hidden] stacks, which costs more than the recomputed matmul (rope scanned 1235 -> 1136
+        ms/step against 1122 for the loop, interleaved A/B). A loop keeps them: recomputing costs it ~2%."""
         self.up = dense(d_model, hidden, std=0.02, rngs=rngs)
         self.down = dense(hidden, d_model, std=out_std, rngs=rngs)
+        self.recompute_hidden = recompute_hidden
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.down(jax.nn.gelu(self.up(x)))
+        return nnx.remat(_mlp)(self, x) if self.recompute_hidden else _mlp(self, x)
+
+
+def _mlp(mlp: MLP, x: jax.Array) -> jax.Array:
+    return mlp.down(jax.nn.gelu(mlp.up(x)))

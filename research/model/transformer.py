@@ -143,7 +143,13 @@ class Block(nnx.Module):
         self.attn_norm = RMSNorm(config.d_model)
         self.attn = CausalSelfAttention(config.d_model, config.num_heads, out_std=out_std, rngs=rngs)
         self.mlp_norm = RMSNorm(config.d_model)
-        self.mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, out_std=out_std, rngs=rngs)
+        self.mlp = MLP(
+            config.d_model,
+            config.mlp_ratio * config.d_model,
+            out_std=out_std,
+            rngs=rngs,
+            recompute_hidden=config.scan_layers,
+        )
 
 
 class Transformer(nnx.Module):
