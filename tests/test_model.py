@@ -139,8 +139,8 @@ def test_query_blocks_equal_one_block(name, monkeypatch):
     logits and gradients equal the one-block form for every scheme, with positions per row and shared."""
     from research.model import attention
 
-    t = attention.SPLIT_BLOCK * 2
-    assert attention.query_blocks(t) == attention.SPLIT_MAX_BLOCKS > 2  # several key ranges, not just halves
+    t = attention.MIN_QUERY_BLOCK * attention.MAX_QUERY_BLOCKS
+    assert attention.query_blocks(t) == attention.MAX_QUERY_BLOCKS > 2  # several key ranges, not just halves
     cfg = ModelConfig(d_model=32, num_layers=2, num_heads=4, positional={"name": name})
     model = Transformer(resolve_model(cfg, max_len=t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
@@ -152,9 +152,9 @@ def test_query_blocks_equal_one_block(name, monkeypatch):
 
     for pos in (positions(2, t), positions(1, t)):
         split = jax.value_and_grad(loss)(params, pos)
-        monkeypatch.setattr(attention, "SPLIT_MAX_BLOCKS", 1)
-        whole = jax.value_and_grad(loss)(params, pos)
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:
+            patch.setattr(attention, "MAX_QUERY_BLOCKS", 1)
+            whole = jax.value_and_grad(loss)(params, pos)
         np.testing.assert_allclose(split[0], whole[0], rtol=1e-5)
         # float32 summation order differs: tolerance relative to each leaf, with a floor at float32 rounding of the
         # model's gradient scale for leaves whose exact gradient is 0 (FIRE's per-head output bias shifts whole

@@ -74,13 +74,13 @@ def evenly_spaced(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
     """Whether keys k_pos [S] step evenly (k_pos[j] = k_pos[0] + c j) and the queries q_pos [T] are the last T keys:
     then q_pos[i] - k_pos[j] = c (S - T + i - j). -> bool scalar (exact for integers; float32 to 1e-6 relative)."""
     s, t = k_pos.shape[0], q_pos.shape[0]
+    if t > s:
+        return jnp.bool_(False)
     step = k_pos[1] - k_pos[0] if s > 1 else jnp.zeros((), k_pos.dtype)
     grid = k_pos[0] + step * jnp.arange(s, dtype=k_pos.dtype)
-    if jnp.issubdtype(k_pos.dtype, jnp.integer):
-        return jnp.all(k_pos == grid) & jnp.all(q_pos == k_pos[s - t :]) if t <= s else jnp.bool_(False)
-    scale = 1e-6 * jnp.maximum(1.0, jnp.max(jnp.abs(k_pos)))
-    aligned = jnp.all(jnp.abs(q_pos - k_pos[s - t :]) <= scale) if t <= s else jnp.bool_(False)
-    return jnp.all(jnp.abs(k_pos - grid) <= scale) & aligned
+    integer = jnp.issubdtype(k_pos.dtype, jnp.integer)
+    tolerance = 0 if integer else 1e-6 * jnp.maximum(1.0, jnp.max(jnp.abs(k_pos)))
+    return jnp.all(jnp.abs(k_pos - grid) <= tolerance) & jnp.all(jnp.abs(q_pos - k_pos[s - t :]) <= tolerance)
 
 
 def expanded_position_term(qv, q_pos, k_pos, w_r, base):
