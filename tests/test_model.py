@@ -151,10 +151,10 @@ def test_query_blocks_equal_one_block(name, monkeypatch):
         return jnp.mean(nnx.merge(graphdef, p)(tokens, pos) ** 2)
 
     for pos in (positions(2, t), positions(1, t)):
-        split = jax.value_and_grad(loss)(params, pos)
+        split = jax.jit(jax.value_and_grad(loss))(params, pos)
         with monkeypatch.context() as patch:
             patch.setattr(attention, "MAX_QUERY_BLOCKS", 1)
-            whole = jax.value_and_grad(loss)(params, pos)
+            whole = jax.jit(jax.value_and_grad(loss))(params, pos)
         np.testing.assert_allclose(split[0], whole[0], rtol=1e-5)
         # float32 summation order differs: tolerance relative to each leaf, with a floor at float32 rounding of the
         # model's gradient scale for leaves whose exact gradient is 0 (FIRE's per-head output bias shifts whole
