@@ -283,12 +283,25 @@ def test_cope_equals_loop_over_pairs(t, s, npos):
     np.testing.assert_allclose(got[:, :, visible], expected[:, :, visible], rtol=1e-4, atol=1e-5)
 
 
+def test_cope_counts_by_sequence_order_not_position_values():
+    """Padding slots that repeat the last real position (the ragged randomized sampler) must not count for earlier
+    queries: the bias ignores position values, and a later key never changes an earlier query's row."""
+    pe = _build("cope", init_stddev=1.0)
+    q, k = (jnp.asarray(a) for a in _qk(6, 6, seed=4))
+    repeated = jnp.asarray([[0, 3, 5, 7, 7, 7]] * B)  # the last three share one position
+    bias = pe.bias(repeated, repeated, layer=0, q=q, k=k)
+    contiguous = jnp.broadcast_to(jnp.arange(6), (B, 6))
+    np.testing.assert_array_equal(bias, pe.bias(contiguous, contiguous, layer=0, q=q, k=k))
+    changed = pe.bias(repeated, repeated, layer=0, q=q, k=k.at[:, 4].multiply(-3.0))
+    np.testing.assert_array_equal(changed[:, :, :4], bias[:, :, :4])  # queries 0..3 never see key 4
+
+
 # ------------------------------------------------------------------------------------------ xl_relative
 XL_POSITIONS = {  # (q_pos, k_pos) for t = 4 queries, the last of s = 6 keys
     "rows": _pos(4, 6, offsets=(500, 2000)),  # [B,T]: the angle-addition form
     "shared": (jnp.arange(2, 6)[None], jnp.arange(6)[None]),  # [1,T], evenly spaced: the relative shift
     "shared_step3": (jnp.arange(2, 6)[None] * 3 + 7, jnp.arange(6)[None] * 3 + 7),
-    "shared_fractional": (jnp.arange(2.0, 6.0)[None] * 0.4, jnp.arange(6.0)[None] * 0.4),
+    "shared_fractional": (jnp.arange(2.0, 6.0)[None] * 0.4, jnp.arange(6.0)[None] * 0.4),  # float: expanded
     "shared_uneven": (jnp.asarray([[3, 4, 7, 9]]), jnp.asarray([[0, 1, 3, 4, 7, 9]])),  # shared, not a grid
     "shared_misaligned": (jnp.arange(1, 5)[None], jnp.arange(6)[None]),  # queries are not the last keys
 }
@@ -331,15 +344,16 @@ def test_xl_relative_total_logits_equal_paper_formula(positions):
 
 @pytest.mark.parametrize("positions", [name for name in XL_POSITIONS if name.startswith("shared")])
 def test_xl_relative_shared_positions_match_rows_with_gradients(positions):
-    """Shared [1,T] positions take the relative shift when evenly spaced (else the angle-addition form); the same
-    positions given per row [B,T] always take the angle-addition form. Values and the gradients of q, k, u, v and
-    W_R agree."""
+    """Shared [1,T] integer positions take the relative shift when evenly spaced (else the angle-addition form);
+    the same positions given per row [B,T] always take the angle-addition form. Values and the gradients of q, k,
+    u, v and W_R agree."""
     pe = _build("xl_relative")
     _xl_relative_scaled(pe)
     q_pos, k_pos = XL_POSITIONS[positions]
-    assert bool(xl_evenly_spaced(q_pos[0], k_pos[0])) == (
-        positions not in ("shared_uneven", "shared_misaligned")
-    )
+    if jnp.issubdtype(q_pos.dtype, jnp.integer):
+        assert bool(xl_evenly_spaced(q_pos[0], k_pos[0])) == (
+            positions not in ("shared_uneven", "shared_misaligned")
+        )
     q, k = (jnp.asarray(a) for a in _qk(4, 6, seed=6))
     weights = jnp.asarray(np.random.default_rng(1).normal(size=(B, H, 4, 6)), jnp.float32)
 

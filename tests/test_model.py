@@ -12,6 +12,7 @@ from research.config import ModelConfig
 from research.embedding import EMBEDDINGS
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.positional import POSITIONAL
+from research.positional.positions import random_sorted_subset
 
 VOCAB, T = 50, 12
 
@@ -136,21 +137,25 @@ def test_query_blocks_divide_evenly_into_long_enough_blocks():
 @pytest.mark.parametrize("name", POSITIONAL.names())
 def test_query_blocks_equal_one_block(name, monkeypatch):
     """Attention runs as query blocks (the causally masked blocks skipped, each bias hook called per block):
-    logits and gradients equal the one-block form for every scheme, with positions per row and shared."""
+    logits and gradients equal the one-block form for every scheme, with positions per row (sorted, with gaps and
+    a different offset per row) and shared (contiguous)."""
     from research.model import attention
 
     t = attention.MIN_QUERY_BLOCK * attention.MAX_QUERY_BLOCKS
     assert attention.query_blocks(t) == attention.MAX_QUERY_BLOCKS > 2  # several key ranges, not just halves
     cfg = ModelConfig(d_model=32, num_layers=2, num_heads=4, positional={"name": name})
-    model = Transformer(resolve_model(cfg, max_len=t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0))
+    model = Transformer(
+        resolve_model(cfg, max_len=2 * t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0)
+    )
     graphdef, params = nnx.split(model)
     params = jax.tree.map(lambda x: x * 8.0, params)  # sharp attention, so that a wrong key range shows
+    gaps = random_sorted_subset(jax.random.key(1), 2, t, 2 * t)  # [2,T], sorted positions in [0, 2T)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, t)), jnp.int32)
 
     def loss(p, pos):
         return jnp.mean(nnx.merge(graphdef, p)(tokens, pos) ** 2)
 
-    for pos in (positions(2, t), positions(1, t)):
+    for pos in (gaps, positions(1, t)):
         split = jax.jit(jax.value_and_grad(loss))(params, pos)
         with monkeypatch.context() as patch:
             patch.setattr(attention, "MAX_QUERY_BLOCKS", 1)

@@ -7,17 +7,18 @@ Equation: positions are counts of the keys a query's gates select, and a learned
     logits_h(i, j) = q_i · (k_j + e[p_ij]) / sqrt(D) = q_i · k_j / sqrt(D) + q_i · e[p_ij] / sqrt(D)
 computed as in the paper by interpolating z_i[n] = q_i · e[n] for integer n, not e itself.
 
-Hooks: `bias` only; causal only. `relative = True`: positions enter only through the order comparisons
-k_pos[t] <= q_pos[i] that select the keys between j and i, unchanged by a common shift; what is counted is
-content. Position values are otherwise ignored, so position samplers change nothing but order.
+Hooks: `bias` only; causal only. `relative = True`: position values are ignored; the keys between j and i are
+selected by sequence order (the queries being the last T of the S keys, as in attention's causal mask), and what
+is counted is content. Position samplers therefore change nothing.
 
 Conventions / deviations (checked against the official code, facebookresearch/RAM projects/cope):
 - Scale: the paper writes σ(q_i · k_j) and q_i · e[p]; its code computes the gates from the scaled logits
   σ(q·k / sqrt(D)) and adds q·e[p] *before* dividing by sqrt(D) (the default, not `--cope-nodiv`). The bias
   returned here is therefore q_i · e[p_ij] / sqrt(D), added after the attention's own 1/sqrt(D).
 - The gates use q and k as the hook receives them (after any rotation of a composite scheme); under grouped-query
-  attention head h reads kv head h // (H/K). The reverse cumulative sum runs over visible keys only
-  (k_pos <= q_pos), as the code multiplies the gates by the mask.
+  attention head h reads kv head h // (H/K). The reverse cumulative sum runs over visible keys only (by index,
+  like attention's mask: padding slots that repeat a position never count), as the code multiplies the gates by
+  the mask.
 - One table [npos, D] per layer, shared by all heads (the code's `pos_emb` [1, D, npos], `--cope-shared` off);
   npos defaults to the training length + 1 (the code's block_size + 1: position 0 .. T are possible). Longer
   contexts clamp p to npos - 1.
@@ -38,11 +39,15 @@ from research.positional.base import POSITIONAL, Dims, PositionalConfig, Positio
 
 
 def cope_positions(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
-    """p_ij = Σ_{t >= j, k_pos[t] <= q_pos[i]} σ(q_i · k_t / sqrt(D)) for q [B,T,H,D], k [B,S,K,D] -> [B,H,T,S]."""
+    """p_ij = Σ_{j <= t <= i'} σ(q_i · k_t / sqrt(D)) for q [B,T,H,D], k [B,S,K,D] -> [B,H,T,S], where query i is key
+    i' = i + S - T (the queries are the last T keys). Position values are not read."""
     q, k = q.astype(jnp.float32), k.astype(jnp.float32)
     k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)  # [B,S,H,D], head h <- kv h // (H/K)
     gates = jax.nn.sigmoid(jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1]))  # [B,H,T,S]
-    visible = (k_pos[:, None, :] <= q_pos[:, :, None])[:, None]  # [B,1,T,S]
+    t, s = q.shape[1], k.shape[1]
+    visible = jnp.arange(s)[None, :] <= jnp.arange(t)[:, None] + (
+        s - t
+    )  # [T,S], by index, as attention's mask
     return jax.lax.cumsum(jnp.where(visible, gates, 0.0), axis=3, reverse=True)  # [B,H,T,S]
 
 

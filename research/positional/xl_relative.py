@@ -13,13 +13,14 @@ Conventions / deviations:
 - R uses the reference code's concatenated [sin | cos] layout (not Vaswani's interleaving) with d_R = d_model by
   default. W_R is per layer (each layer's `r_net`), u and v are shared by all layers (the reference code's
   default, untie_r = False). Init N(0, 0.02) for u, v and W_R (init_std = 0.02).
-- R_{i-j} is never materialised for every pair. Positions shared by every row ([1,T]) that step evenly (checked
-  at run time; every built-in sampler's shared positions do) use the reference code's relative shift: W_R R_δ for
-  the T + S - 1 distances, one D-wide matmul with q_i + v, then each row read at its own offset. Any other
-  positions (per-row, randomized, uneven) expand (q_i + v) · W_R R_{i-j} with sin/cos angle addition into an inner
-  product of query-side and key-side features: exact for arbitrary, shifted or fractional positions, O(T S d_R)
-  and no [T,S,d_R] tensor, re-based on each row's first key position so float32 angles stay small. Both forms
-  give the same values and gradients (tested); the shift does about 2.5x fewer flops at d_R = 4 D.
+- R_{i-j} is never materialised for every pair. Integer positions shared by every row ([1,T]) that step evenly
+  (checked at run time; every built-in sampler's shared positions do) use the reference code's relative shift:
+  W_R R_δ for the T + S - 1 distances, one D-wide matmul with q_i + v, then each row read at its own offset. Any
+  other positions (per-row, randomized, uneven, fractional) expand (q_i + v) · W_R R_{i-j} with sin/cos angle
+  addition into an inner product of query-side and key-side features: exact for arbitrary, shifted or fractional
+  positions, O(T S d_R) and no [T,S,d_R] tensor, re-based on each row's first key position so float32 angles stay
+  small. Both forms give the same values and the same gradients of q, k, u, v and W_R (tested); at the reference
+  shape (d_R = d_model = 4 D) the shift does about 2.5x fewer flops.
 - Segment-level recurrence (the memory of previous segments) is not part of a positional scheme; not implemented.
 - Under grouped-query attention, u_h meets kv head h // (H/K).
 """
@@ -53,8 +54,8 @@ def xl_relative_bias(
 ) -> jax.Array:
     """[u·k_j + (q_i + v)·W_R R_{i-j}] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], u, v [H,D], W_R [d_R,H,D].
 
-    -> float32 [B,H,T,S]. Positions shared by every row ([1,T], [1,S]) that are evenly spaced take the relative
-    shift (`shifted_position_term`), checked at run time; any others the angle-addition form
+    -> float32 [B,H,T,S]. Integer positions shared by every row ([1,T], [1,S]) that are evenly spaced take the
+    relative shift (`shifted_position_term`), checked at run time; any others the angle-addition form
     (`expanded_position_term`). Both are exact.
     """
     q, k = q.astype(jnp.float32), k.astype(jnp.float32)
@@ -62,7 +63,8 @@ def xl_relative_bias(
     k = jnp.repeat(k, heads // k.shape[2], axis=2)  # [B,S,H,D]
     content = jnp.einsum("bshd,hd->bhs", k, u)[:, :, None, :]  # [B,H,1,S], u · k_j
     args = (q + v, q_pos, k_pos, w_r, base)  # q + v: [B,T,H,D]
-    if q_pos.shape[0] == 1 and k_pos.shape[0] == 1:
+    integer = jnp.issubdtype(q_pos.dtype, jnp.integer) and jnp.issubdtype(k_pos.dtype, jnp.integer)
+    if integer and q_pos.shape[0] == 1 and k_pos.shape[0] == 1:
         shared = evenly_spaced(q_pos[0], k_pos[0])
         position = jax.lax.cond(shared, shifted_position_term, expanded_position_term, *args)
     else:
@@ -71,16 +73,14 @@ def xl_relative_bias(
 
 
 def evenly_spaced(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
-    """Whether keys k_pos [S] step evenly (k_pos[j] = k_pos[0] + c j) and the queries q_pos [T] are the last T keys:
-    then q_pos[i] - k_pos[j] = c (S - T + i - j). -> bool scalar (exact for integers; float32 to 1e-6 relative)."""
+    """Whether integer keys k_pos [S] step evenly (k_pos[j] = k_pos[0] + c j) and the queries q_pos [T] are the last
+    T keys: then q_pos[i] - k_pos[j] = c (S - T + i - j). -> bool scalar."""
     s, t = k_pos.shape[0], q_pos.shape[0]
     if t > s:
         return jnp.bool_(False)
     step = k_pos[1] - k_pos[0] if s > 1 else jnp.zeros((), k_pos.dtype)
     grid = k_pos[0] + step * jnp.arange(s, dtype=k_pos.dtype)
-    integer = jnp.issubdtype(k_pos.dtype, jnp.integer)
-    tolerance = 0 if integer else 1e-6 * jnp.maximum(1.0, jnp.max(jnp.abs(k_pos)))
-    return jnp.all(jnp.abs(k_pos - grid) <= tolerance) & jnp.all(jnp.abs(q_pos - k_pos[s - t :]) <= tolerance)
+    return jnp.all(k_pos == grid) & jnp.all(q_pos == k_pos[s - t :])
 
 
 def expanded_position_term(qv, q_pos, k_pos, w_r, base):
@@ -106,9 +106,9 @@ def expanded_position_term(qv, q_pos, k_pos, w_r, base):
 
 def shifted_position_term(qv, q_pos, k_pos, w_r, base):
     """(q_i + v)·W_R R_{i-j} for evenly spaced shared positions (`evenly_spaced`), with the reference code's
-    relative shift: W_R R_δ for the T + S - 1 distances δ = c n, n = S - 1 .. -(T - 1), one D-wide matmul against
-    the queries, then row i read from column T - 1 - i on. About 2.5x fewer flops than `expanded_position_term` at
-    d_R = 4 D. qv [B,T,H,D], q_pos [1,T], k_pos [1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
+    relative shift: W_R R_δ for the T + S - 1 distances δ = c n, n = S - 1 .. -(T - 1), after a zero row, one
+    D-wide matmul against the queries, then row i read from column T - i of that padded table on.
+    qv [B,T,H,D], q_pos [1,T], k_pos [1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
     b, t, h, d = qv.shape
     s, d_r = k_pos.shape[-1], w_r.shape[0]
     step = (k_pos[0, 1] - k_pos[0, 0]).astype(jnp.float32) if s > 1 else jnp.float32(0)
