@@ -10,6 +10,7 @@ Model FLOPs per token (PaLM appendix B convention, forward + backward = 3x forwa
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -28,13 +29,17 @@ from research.train import make_optimizer, make_train_step
 REFERENCE = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, seq_len=256, batch_size=16)
 
 
-def _median_time(fn, repeats: int) -> float:
+def _times(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def _median_time(fn, repeats: int) -> float:
+    return statistics.median(_times(fn, repeats))
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -265,6 +270,14 @@ def compile_seconds(positional: str, *, num_layers: int, scan_layers: bool, ref:
     return time.perf_counter() - start
 
 
+def step_seconds(one, *, steps: int, warmup: int) -> list[float]:
+    """Wall times of `steps` calls one(i) after `warmup` untimed ones (`one` from Reference.runner; i counts up)."""
+    index = itertools.count()
+    for _ in range(warmup):
+        jax.block_until_ready(one(next(index)))
+    return _times(lambda: one(next(index)), steps)
+
+
 def bench_scheme(
     positional: str,
     *,
@@ -282,15 +295,7 @@ def bench_scheme(
     start = time.perf_counter()
     compiled = r.compile()
     compile_s = time.perf_counter() - start
-    one = r.runner(compiled)
-
-    for i in range(warmup):
-        jax.block_until_ready(one(i))
-    times = []
-    for i in range(steps):
-        start = time.perf_counter()
-        jax.block_until_ready(one(warmup + i))
-        times.append(time.perf_counter() - start)
+    times = step_seconds(r.runner(compiled), steps=steps, warmup=warmup)
     step_s = statistics.median(times)
     tokens = shape[0] * shape[1]
     flops = (

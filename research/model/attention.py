@@ -54,10 +54,10 @@ _add_shared.defvjp(_add_shared_fwd, _add_shared_bwd)
 
 
 def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
-    """[B,1,T,S] bool: key j visible from query i iff k_pos[j] <= q_pos[i].
+    """[1,1,T,S] bool: key j visible from query i iff j <= i + S - T (the queries are the last T of the S keys).
 
-    Built from the position arrays' *indices* (sequence order), not their values, so randomized or shifted
-    position ids never change what a token may see.
+    Built from the position arrays' *indices* (sequence order), not their values, so randomized, shifted or
+    repeated (padding) position ids never change what a token may see.
     """
     t, s = q_pos.shape[-1], k_pos.shape[-1]
     i = jnp.arange(t)[:, None] + (s - t)  # queries are the last t of the s keys (cached decoding)

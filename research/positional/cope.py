@@ -35,19 +35,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from research.model.attention import causal_mask
 from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding
 
 
 def cope_positions(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
     """p_ij = Σ_{j <= t <= i'} σ(q_i · k_t / sqrt(D)) for q [B,T,H,D], k [B,S,K,D] -> [B,H,T,S], where query i is key
-    i' = i + S - T (the queries are the last T keys). Position values are not read."""
+    i' = i + S - T (the queries are the last T keys). Position values are not read, only their lengths."""
     q, k = q.astype(jnp.float32), k.astype(jnp.float32)
     k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)  # [B,S,H,D], head h <- kv h // (H/K)
     gates = jax.nn.sigmoid(jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1]))  # [B,H,T,S]
-    t, s = q.shape[1], k.shape[1]
-    visible = jnp.arange(s)[None, :] <= jnp.arange(t)[:, None] + (
-        s - t
-    )  # [T,S], by index, as attention's mask
+    visible = causal_mask(q_pos, k_pos)  # [1,1,T,S], by index (query i is key i + S - T), as attention's own
     return jax.lax.cumsum(jnp.where(visible, gates, 0.0), axis=3, reverse=True)  # [B,H,T,S]
 
 
