@@ -148,7 +148,10 @@ def test_query_blocks_equal_one_block(name, monkeypatch):
         resolve_model(cfg, max_len=2 * t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0)
     )
     graphdef, params = nnx.split(model)
-    params = jax.tree.map(lambda x: x * 8.0, params)  # sharp attention, so that a wrong key range shows
+    # Sharpened attention, so that a wrong key range shows: with x4, a block that sees one key past its end moves the
+    # gradients by 0.3-0.4 of their scale (alibi, nope, rope), while float32 stays ~1e-6 from a float64 run. With x8
+    # the problem is ill-conditioned: either form (blocks or one block) was ~2e-4 from float64, over the tolerance.
+    params = jax.tree.map(lambda x: x * 4.0, params)
     gaps = random_sorted_subset(jax.random.key(1), 2, t, 2 * t)  # [2,T], sorted positions in [0, 2T)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, t)), jnp.int32)
 

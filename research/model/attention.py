@@ -86,14 +86,17 @@ class CausalSelfAttention(nnx.Module):
         h, d = self.num_heads, self.head_dim
         q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * h, d), 3, axis=2)  # each [B,T,H,D]
         q, k = rotate(q, k, pos, pos)
+        # Head-major once per layer: the blocks' batched matmuls then read slices of [B,H,T,D] arrays, instead of
+        # XLA transposing every block's slice of q, k and v (and their gradients) on its own.
+        qh, kh, vh = (jnp.transpose(a, (0, 2, 1, 3)) for a in (q, k, v))  # [B,H,T,D]
 
         def part(rows: slice, cols: slice):  # queries `rows` over keys `cols`, with their own bias
-            q_pos, k_pos, q_part, k_part = pos[:, rows], pos[:, cols], q[:, rows], k[:, cols]
+            q_pos, k_pos = pos[:, rows], pos[:, cols]
             if callable(bias):
-                extra = bias(q_pos, k_pos, q=q_part, k=k_part)  # [B|1,H,T',S'] or None
+                extra = bias(q_pos, k_pos, q=q[:, rows], k=k[:, cols])  # [B|1,H,T',S'] or None
             else:
                 extra = None if bias is None else bias[..., rows, cols]
-            return attend(q_part, k_part, v[:, cols], extra, q_pos, k_pos)
+            return attend(qh[:, :, rows], kh[:, :, cols], vh[:, :, cols], extra, q_pos, k_pos)
 
         whole = slice(None)
         blocks = query_blocks(t)
@@ -107,9 +110,9 @@ class CausalSelfAttention(nnx.Module):
         else:  # block i of the queries sees keys up to its own end only: the masked blocks are never computed
             m = t // blocks
             y = jnp.concatenate(
-                [part(slice(i * m, (i + 1) * m), slice(0, (i + 1) * m))[0] for i in range(blocks)], 1
+                [part(slice(i * m, (i + 1) * m), slice(0, (i + 1) * m))[0] for i in range(blocks)], 2
             )
-        return self.out(y.reshape(b, t, h * d))
+        return self.out(jnp.transpose(y, (0, 2, 1, 3)).reshape(b, t, h * d))  # [B,H,T,D] -> [B,T,H*D]
 
 
 MIN_QUERY_BLOCK = 32
@@ -131,11 +134,11 @@ def query_blocks(t: int) -> int:
 
 
 def attend(q, k, v, extra, q_pos, k_pos):
-    """Causal softmax attention of q [B,T,H,D] over k, v [B,S,H,D] (queries are the last T of the S keys) with an
-    additive bias [B|1,H,T,S] or None -> (output [B,T,H,D], weights [B,H,T,S])."""
-    logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])  # [B,H,T,S]
+    """Causal softmax attention of q [B,H,T,D] over k, v [B,H,S,D] (head-major; the queries are the last T of the S
+    keys) with an additive bias [B|1,H,T,S] or None -> (output [B,H,T,D], weights [B,H,T,S])."""
+    logits = jnp.einsum("bhtd,bhsd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])  # [B,H,T,S]
     if extra is not None:
         logits = add_bias(logits, extra)
     logits = jnp.where(causal_mask(q_pos, k_pos), logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B,H,T,S]
-    return jnp.einsum("bhts,bshd->bthd", weights, v), weights
+    return jnp.einsum("bhts,bhsd->bhtd", weights, v), weights

@@ -61,7 +61,8 @@ def xl_relative_bias(
     q, k = q.astype(jnp.float32), k.astype(jnp.float32)
     heads, head_dim = u.shape
     k = jnp.repeat(k, heads // k.shape[2], axis=2)  # [B,S,H,D]
-    content = jnp.einsum("bshd,hd->bhs", k, u)[:, :, None, :]  # [B,H,1,S], u · k_j
+    # u · k_j elementwise, then a [B,S,H] transpose: as a dot, XLA transposed all of k per head and block.
+    content = jnp.swapaxes(jnp.sum(k * u, axis=-1), 1, 2)[:, :, None, :]  # [B,H,1,S]
     args = (q + v, q_pos, k_pos, w_r, base)  # q + v: [B,T,H,D]
     integer = jnp.issubdtype(q_pos.dtype, jnp.integer) and jnp.issubdtype(k_pos.dtype, jnp.integer)
     if integer and q_pos.shape[0] == 1 and k_pos.shape[0] == 1:
