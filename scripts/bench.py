@@ -181,7 +181,73 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "bench.json", result)
         atomic_write_text(out / "table.md", table)
+        if result["rows"]:
+            plot(result, out / "steps.png")
     return 0
+
+
+SCHEME_TARGET = 1.10  # issue 7: every positional scheme within 1.10x the step time of nope
+
+
+def plot(result: dict, path: Path) -> Path:
+    """steps.png: each row's step time / nope (bars, min–max whiskers, the 1.10x target dashed) and, with the peer,
+    tokens/s of rope against the peer, single runs and the interleaved rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.plotting import save_figure
+
+    rows = [r for r in result["rows"] if r["ratio_to_nope"]]
+    peer = result.get("peer")
+    fig, axes = plt.subplots(
+        1, 2 if peer else 1, figsize=(12 if peer else 7, 0.32 * len(rows) + 1.6), squeeze=False,
+        gridspec_kw={"width_ratios": [3, 2]} if peer else None,
+    )  # fmt: skip
+    ax = axes[0][0]
+    if rows:
+        base = rows[0]["step_ms"] / rows[0]["ratio_to_nope"]  # nope's step time
+        ratios = [r["ratio_to_nope"] for r in rows]
+        lo = [r["ratio_to_nope"] - r["step_ms_spread"][0] / base for r in rows]
+        hi = [r["step_ms_spread"][1] / base - r["ratio_to_nope"] for r in rows]
+        colors = [  # variants of rope's options (name+option) are not schemes: the target does not apply
+            "tab:gray" if "+" in r["scheme"] else "tab:red" if x > SCHEME_TARGET else "tab:blue"
+            for r, x in zip(rows, ratios, strict=True)
+        ]
+        y = range(len(rows))
+        ax.barh(y, ratios, xerr=[lo, hi], color=colors, alpha=0.8, error_kw={"lw": 0.8})
+        ax.set_yticks(list(y), [r["scheme"] for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.axvline(SCHEME_TARGET, color="tab:red", ls="--", lw=0.8, label=f"target {SCHEME_TARGET:.2f}x")
+        ax.set_xlim(min(0.9, min(ratios) - 0.02), max(ratios) + 0.08)
+        ax.set_xlabel("step time / nope (median; whiskers: min–max of the timed steps)")
+        ax.legend(fontsize=8, loc="lower right")
+    if peer:
+        ax = axes[0][1]
+        rope = next((r for r in result["rows"] if r["scheme"] == "rope"), None)
+        tokens = result["reference"]["batch_size"] * result["reference"]["seq_len"]
+        rounds = peer.get("rounds") or []
+        labels, ours, theirs = ["single runs"], [rope["tokens_per_s"] if rope else 0], [peer["tokens_per_s"]]
+        for i, r in enumerate(rounds):
+            labels.append(f"round {i + 1}")
+            ours.append(tokens / r["ours_ms"] * 1e3)
+            theirs.append(tokens / r["peer_ms"] * 1e3)
+        x = range(len(labels))
+        ax.bar([i - 0.2 for i in x], ours, width=0.4, label="ours (rope)", color="tab:blue")
+        ax.bar([i + 0.2 for i in x], theirs, width=0.4, label="x-transformers (PyTorch)", color="tab:gray")
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            if a and b:
+                ax.text(i, max(a, b) * 1.01, f"{a / b:.2f}x", ha="center", fontsize=8)
+        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_ylabel("tokens/s")
+        ax.set_ylim(0, max(ours + theirs) * 1.12)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title("reference config, ours / peer", fontsize=9)
+    m = result["machine"]
+    fig.suptitle(f"training step, {m['cpu']}, {m['cores']} cores", fontsize=10)
+    return save_figure(fig, path, dpi=100)
 
 
 def render(result: dict, command: str) -> str:
@@ -194,8 +260,8 @@ def render(result: dict, command: str) -> str:
         f"{result['device']['count']} × {result['device']['kind']}; "
         + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())),
     ]
-    if result["rows"]:  # the step table (left out with --skip steps)
-        lines += _step_table(result, ref)
+    if result["rows"]:  # the step table (left out with --skip steps) and its plot
+        lines += _step_table(result, ref) + ["", "![step time / nope, ours / peer](steps.png)"]
     return "\n".join(lines + _other_rows(result)) + "\n"
 
 

@@ -63,6 +63,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
     assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
     assert "| 2 |" in table and "| whole step |" in table  # the compile-time and breakdown tables
     assert "XLA's cost analysis of the layers" in table and "jax.profiler trace of rope" in table
+    assert (tmp_path / "steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(steps.png)" in table
 
 
 def test_peer_rounds_alternate_ours_and_the_peer(tmp_path):
