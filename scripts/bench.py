@@ -386,7 +386,10 @@ def _profile_rows(profile: dict | None) -> list[str]:
         "",
         "| jax operation -> output | ms per step | share of the step |",
         "|---|---|---|",
-        *(f"| `{name}` | {ms:.1f} | {ms / step:.0%} |" for name, ms in sorted(profile["by_source"].items(), key=lambda kv: -kv[1])),
+        *(
+            f"| `{name}` | {ms:.1f} | {ms / step:.0%} |"
+            for name, ms in sorted(profile["by_source"].items(), key=lambda kv: -kv[1])
+        ),
     ]
 
 
