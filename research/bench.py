@@ -354,7 +354,9 @@ def embedding_bandwidth(
 ) -> dict:
     """Embedding lookup + its gradient (gather, then scatter-add into a dense [V, d] gradient) for a V x d float32
     table, jitted. Bytes counted: the gather reads and writes tokens x d; the gradient writes the V x d zeros and
-    reads and writes tokens x d rows (scatter-add). Reported against the measured copy bandwidth."""
+    reads and writes tokens x d rows (scatter-add). Reported against the measured copy bandwidth, and beside the
+    time of zero-filling the V x d gradient alone (`zero_fill_ms`): for V x d >> tokens x d that write is most of
+    the work, and a write-only pass does not reach the copy bandwidth (which counts a read and a write)."""
     table = jnp.zeros((vocab, dim), jnp.float32) + 0.01
     ids = jax.random.randint(jax.random.key(0), (tokens,), 0, vocab)
     upstream = jnp.ones((tokens, dim), jnp.float32)
@@ -368,6 +370,10 @@ def embedding_bandwidth(
     jax.block_until_ready(lookup_and_grad(table, ids, upstream))
     compile_s = time.perf_counter() - compile_start
     seconds = _median_time(lambda: lookup_and_grad(table, ids, upstream), repeats)
+    # The floor under it: writing the dense [V, d] gradient alone (a jitted zero-fill of the same shape).
+    fill = jax.jit(lambda x: jnp.zeros((vocab, dim), jnp.float32) + x)
+    jax.block_until_ready(fill(jnp.float32(0)))
+    fill_seconds = _median_time(lambda: fill(jnp.float32(0)), repeats)
     row_bytes = tokens * dim * 4
     moved = 2 * row_bytes + vocab * dim * 4 + 2 * row_bytes
     copy_bps = copy_bps or copy_bandwidth()
@@ -378,6 +384,7 @@ def embedding_bandwidth(
         "bytes_per_s": moved / seconds,
         "copy_bytes_per_s": copy_bps,
         "fraction_of_copy": moved / seconds / copy_bps,
+        "zero_fill_ms": fill_seconds * 1e3,
         "compile_s": compile_s,
     }
 

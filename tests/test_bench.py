@@ -101,6 +101,7 @@ def test_embedding_and_reader_rows(tmp_path, monkeypatch):
     assert (
         row["bytes"] == 4 * (4 * 256 * 64 + 4096 * 64) and 0 < row["fraction_of_copy"] and row["step_ms"] > 0
     )
+    assert row["zero_fill_ms"] > 0
     monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path))
     rows = reader_benchmark(words=300, dim=8, repeats=1, log=lambda *_: None)
     assert [r["name"] for r in rows] == ["reader_word2vec_text_300x8", "reader_word2vec_binary_300x8"]
