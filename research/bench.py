@@ -24,9 +24,19 @@ from flax import nnx
 from research.config import ModelConfig, TrainConfig
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.positional import POSITIONAL
-from research.train import make_optimizer, make_train_step
+from research.train import COMPUTE_DTYPES, make_optimizer, make_train_step
 
 REFERENCE = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, seq_len=256, batch_size=16)
+"""The reference config. A `ref` dict may also carry "compute_dtype" (a key of train.COMPUTE_DTYPES; default
+"float32"): the training step's forward and backward dtype, and the dtype of the matmul rate MFU is taken against."""
+
+
+def compute_dtype(ref: dict) -> str:
+    """The ref's compute dtype name, checked against train.COMPUTE_DTYPES."""
+    name = ref.get("compute_dtype", "float32")
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+    return name
 
 
 def _times(fn, repeats: int) -> list[float]:
@@ -42,10 +52,10 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 matmul FLOP/s of the default device (n x n @ n x n)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """Measured matmul FLOP/s of the default device (n x n @ n x n) in `dtype` (a key of train.COMPUTE_DTYPES)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), COMPUTE_DTYPES[dtype])
+    b = jax.random.normal(jax.random.key(1), (n, n), COMPUTE_DTYPES[dtype])
     f = jax.jit(jnp.matmul)
     jax.block_until_ready(f(a, b))
     return 2 * n**3 / _median_time(lambda: f(a, b), repeats)
@@ -116,7 +126,10 @@ def reference(
     train = TrainConfig(steps=1000, warmup_steps=10)
     tx = make_optimizer(train)
     loss_chunk = train.loss_chunk if loss_chunk is None else loss_chunk
-    step_fn = make_train_step(graphdef, tx, resolved.positions, seed=0, loss_chunk=loss_chunk)
+    dtype = COMPUTE_DTYPES[compute_dtype(ref)]
+    step_fn = make_train_step(
+        graphdef, tx, resolved.positions, seed=0, compute_dtype=dtype, loss_chunk=loss_chunk
+    )
     rng = np.random.default_rng(0)
     shape = (ref["batch_size"], ref["seq_len"])
     inputs = jnp.asarray(rng.integers(0, ref["vocab_size"], shape), jnp.int32)
@@ -328,8 +341,9 @@ def run_benchmarks(
     schemes=None, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE, log=print
 ) -> dict:
     schemes = POSITIONAL.names() if schemes is None else list(schemes)
-    peak = matmul_peak()
-    log(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    dtype = compute_dtype(ref)  # checked before anything compiles
+    peak = matmul_peak(dtype=dtype)
+    log(f"measured {dtype} matmul peak: {peak / 1e9:.1f} GFLOP/s")
     rows = []
     for name in schemes:
         row = bench_scheme(name, steps=steps, warmup=warmup, ref=ref)

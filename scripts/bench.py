@@ -12,10 +12,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from research.bench import REFERENCE, run_benchmarks
+from research.bench import REFERENCE, compute_dtype, run_benchmarks
 from research.config import TrainConfig
 from research.metrics import atomic_write_json, atomic_write_text
-from research.train import run_info
+from research.train import COMPUTE_DTYPES, run_info
 
 SECTIONS = ("steps", "variants", "breakdown", "profile", "compile", "peer", "embedding", "reader")
 COMPILE_DEPTHS = (2, 4, 8, 16)
@@ -53,9 +53,17 @@ def main(argv=None) -> int:
     parser.add_argument("--reader-words", type=int, default=200_000)
     for key, value in REFERENCE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
+    parser.add_argument(
+        "--compute_dtype", choices=COMPUTE_DTYPES, default="float32",
+        help="the training step's forward/backward dtype (train.compute_dtype); MFU is then against the matmul rate "
+        "measured in that dtype. The peer and the breakdown section run in float32 only and are left out otherwise",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    ref = {k: getattr(args, k) for k in REFERENCE}
+    ref = {k: getattr(args, k) for k in REFERENCE} | {"compute_dtype": args.compute_dtype}
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    if args.compute_dtype != "float32":
+        args.skip = [*args.skip, "breakdown", "peer"]
+        log(f"compute_dtype {args.compute_dtype}: the breakdown and the peer (float32 only) are left out")
     schemes = args.schemes if "steps" not in args.skip else (["rope"] if "peer" not in args.skip else [])
     result = run_benchmarks(schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
     result.update(run_info())
@@ -139,7 +147,7 @@ def main(argv=None) -> int:
         if rounds:
             peer["ours_over_peer_median"] = statistics.median(r["ours_over_peer"] for r in rounds)
         result["peer"] = peer
-    elif args.peer:
+    elif args.peer and "peer" not in args.skip:  # asked for, not installed
         log("peer skipped: install it with `.venv/bin/pip install -e .[peers]` (torch CPU, x-transformers)")
     if args.json:
         for row in result["rows"]:
@@ -272,8 +280,9 @@ def _step_table(result: dict, ref: dict) -> list[str]:
     lines = [
         "",
         f"Reference config: vocab {ref['vocab_size']}, d_model {ref['d_model']}, {ref['num_layers']} layers, "
-        f"{ref['num_heads']} heads, sequence {ref['seq_len']}, batch {ref['batch_size']}, AdamW, float32. "
-        f"Median of {result['steps']} steps after warm-up. MFU = model FLOPs/s ÷ measured fp32 matmul rate "
+        f"{ref['num_heads']} heads, sequence {ref['seq_len']}, batch {ref['batch_size']}, AdamW, "
+        f"{compute_dtype(ref)}. Median of {result['steps']} steps after warm-up. MFU = model FLOPs/s ÷ measured "
+        f"{compute_dtype(ref)} matmul rate "
         f"({result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s in the same run).",
         "",
         "| scheme | step ms (min–max) | tokens/s | MFU | compile s | step time / nope |",

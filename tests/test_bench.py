@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
+import jax.numpy as jnp
 import pytest
 
 TINY = dict(vocab_size=64, d_model=16, num_layers=1, num_heads=2, seq_len=8, batch_size=2)
@@ -106,3 +107,27 @@ def test_embedding_and_reader_rows(tmp_path, monkeypatch):
     rows = reader_benchmark(words=300, dim=8, repeats=1, log=lambda *_: None)
     assert [r["name"] for r in rows] == ["reader_word2vec_text_300x8", "reader_word2vec_binary_300x8"]
     assert all(r["ours_s"] > 0 and r["gensim_s"] > 0 and r["speedup_vs_gensim"] > 0 for r in rows)
+
+
+def test_bench_in_bfloat16(tmp_path, capsys):
+    """`--compute_dtype bfloat16` (the GPU row of the benchmark): the step runs in bfloat16, MFU is against the
+    bfloat16 matmul rate, and the float32-only sections (breakdown, peer) are left out, saying so."""
+    import sys
+
+    sys.path.insert(0, "scripts")
+    from bench import main
+
+    from research.bench import reference
+
+    r = reference("nope", {**TINY, "compute_dtype": "bfloat16"})
+    assert "bf16" in r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).as_text()
+    argv = ["--schemes", "nope", "--steps", "2", "--warmup", "1", "--json", "--compute_dtype", "bfloat16"]
+    argv += ["--skip", "variants", "profile", "compile", "embedding", "reader", "--out", str(tmp_path)]
+    assert main(argv + [f"--{k}={v}" for k, v in TINY.items()]) == 0
+    captured = capsys.readouterr()
+    (row,) = [json.loads(line) for line in captured.out.splitlines()]
+    assert row["name"] == "train_step/nope" and row["mfu"] > 0
+    assert "bfloat16 matmul peak" in captured.err and "left out" in captured.err
+    assert "AdamW, bfloat16" in (tmp_path / "table.md").read_text()
+    with pytest.raises(SystemExit):  # argparse names the valid choices
+        main(["--compute_dtype", "float16"])
