@@ -42,7 +42,8 @@ def forget_log_gates(k: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     """f_t = ln σ(w_h · k_t + b_h) for k [B,S,K,D], w [H,D], b [H] -> float32 [B,S,H] (<= 0)."""
     # [B,S,H,D]: head h reads kv head h // (H/K)
     k = jnp.repeat(k.astype(jnp.float32), w.shape[0] // k.shape[2], axis=2)
-    return jax.nn.log_sigmoid(jnp.einsum("bshd,hd->bsh", k, w) + b)  # [B,S,H]
+    # w_h · k_t elementwise and summed over D: as a dot, XLA transposed all of k per head and query block.
+    return jax.nn.log_sigmoid(jnp.sum(k * w, axis=-1) + b)  # [B,S,H]
 
 
 def forgetting_bias(q_pos: jax.Array, k_pos: jax.Array, log_gates: jax.Array) -> jax.Array:
