@@ -24,7 +24,17 @@ COMPILE_DEPTHS = (2, 4, 8, 16)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--schemes", nargs="*", help="positional schemes (default: all registered)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per scheme after warm-up (median)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=12,
+        help="timed steps per scheme after warm-up, split over the rounds (median)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="every scheme is compiled first, then timed in this many interleaved rounds; the ratio to nope is the "
+        "median over rounds of the ratio within a round, so drift of the machine's speed cancels",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
         "--out", default="results/bench", help="folder for table.md and bench.json ('' = none)"
@@ -65,20 +75,12 @@ def main(argv=None) -> int:
         args.skip = [*args.skip, "breakdown", "peer"]
         log(f"compute_dtype {args.compute_dtype}: the breakdown and the peer (float32 only) are left out")
     schemes = args.schemes if "steps" not in args.skip else (["rope"] if "peer" not in args.skip else [])
-    result = run_benchmarks(schemes, steps=args.steps, warmup=args.warmup, ref=ref, log=log)
+    variants = () if "variants" in args.skip else ({"loss_chunk": args.loss_chunk}, {"scan_layers": True})
+    result = run_benchmarks(
+        schemes, steps=args.steps, warmup=args.warmup, rounds=args.rounds, ref=ref, variants=variants, log=log
+    )
     result.update(run_info())
     result["embedding"] = result["reader"] = None
-    if "variants" not in args.skip:
-        from research.bench import bench_scheme
-
-        peak = result["matmul_peak_flops"]
-        base = next((r for r in result["rows"] if r["scheme"] == "nope"), None)
-        for options in ({"loss_chunk": args.loss_chunk}, {"scan_layers": True}):
-            row = bench_scheme("rope", steps=args.steps, warmup=args.warmup, ref=ref, **options)
-            row["mfu"] = row["achieved_flops"] / peak
-            row["ratio_to_nope"] = row["step_ms"] / base["step_ms"] if base else None
-            result["rows"].append(row)
-            log(f"{row['scheme']:>12}: {row['step_ms']:.1f} ms/step, MFU {row['mfu']:.1%}")
     result["breakdown"] = None
     if "breakdown" not in args.skip:
         from research.bench import step_breakdown
@@ -276,12 +278,24 @@ def render(result: dict, command: str) -> str:
     return "\n".join(lines + _other_rows(result)) + "\n"
 
 
+def _timing(result: dict) -> str:
+    rounds = result.get("rounds")
+    if not rounds:  # runs before the rounds existed: every scheme timed once, one after another
+        return f"Median of {result['steps']} steps after warm-up."
+    per_round = max(1, result["steps"] // rounds)
+    return (
+        f"Every row compiled first, then timed in {rounds} interleaved rounds of {per_round} steps (one untimed "
+        "step before each); step ms: median (min–max) of all its timed steps; step time / nope: median over the "
+        "rounds of the ratio within a round, so drift of the machine's speed during the run cancels."
+    )
+
+
 def _step_table(result: dict, ref: dict) -> list[str]:
     lines = [
         "",
         f"Reference config: vocab {ref['vocab_size']}, d_model {ref['d_model']}, {ref['num_layers']} layers, "
         f"{ref['num_heads']} heads, sequence {ref['seq_len']}, batch {ref['batch_size']}, AdamW, "
-        f"{compute_dtype(ref)}. Median of {result['steps']} steps after warm-up. MFU = model FLOPs/s ÷ measured "
+        f"{compute_dtype(ref)}. {_timing(result)} MFU = model FLOPs/s ÷ measured "
         f"{compute_dtype(ref)} matmul rate "
         f"({result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s in the same run).",
         "",

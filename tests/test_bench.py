@@ -60,6 +60,12 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
             {"name", "tokens_per_s", "step_ms", "mfu"} <= r.keys() and r["tokens_per_s"] > 0 and 0 < r["mfu"]
         )
     assert rows[0]["ratio_to_nope"] == 1.0
+    # Interleaved rounds: each row's ratio is the median of its within-round ratios to nope, not of pooled medians.
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    nope, rope = saved["rows"][0], saved["rows"][1]
+    assert saved["rounds"] == 3 and len(rope["round_medians_ms"]) == 3
+    within = sorted(a / b for a, b in zip(rope["round_medians_ms"], nope["round_medians_ms"], strict=True))
+    assert rope["ratio_to_nope"] == pytest.approx(within[1])
     table = (tmp_path / "table.md").read_text()
     assert "| rope |" in table and "| rope+loss_chunk=4 |" in table and "GFLOP/s" in table
     assert "| 2 |" in table and "| whole step |" in table  # the compile-time and breakdown tables
