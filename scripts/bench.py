@@ -220,10 +220,18 @@ def plot(result: dict, path: Path) -> Path:
     )  # fmt: skip
     ax = axes[0][0]
     if rows:
-        base = rows[0]["step_ms"] / rows[0]["ratio_to_nope"]  # nope's step time
         ratios = [r["ratio_to_nope"] for r in rows]
-        lo = [r["ratio_to_nope"] - r["step_ms_spread"][0] / base for r in rows]
-        hi = [r["step_ms_spread"][1] / base - r["ratio_to_nope"] for r in rows]
+        if all(
+            "ratio_to_nope_rounds" in r for r in rows
+        ):  # interleaved rounds: the spread of the round ratios
+            spans = [(min(r["ratio_to_nope_rounds"]), max(r["ratio_to_nope_rounds"])) for r in rows]
+            whiskers = f"min–max of the {result['rounds']} rounds' ratios"
+        else:  # one run per scheme: its step times over nope's median
+            base = rows[0]["step_ms"] / rows[0]["ratio_to_nope"]  # nope's step time
+            spans = [(r["step_ms_spread"][0] / base, r["step_ms_spread"][1] / base) for r in rows]
+            whiskers = "min–max of the timed steps"
+        lo = [x - a for x, (a, _) in zip(ratios, spans, strict=True)]
+        hi = [b - x for x, (_, b) in zip(ratios, spans, strict=True)]
         colors = [  # variants of rope's options (name+option) are not schemes: the target does not apply
             "tab:gray" if "+" in r["scheme"] else "tab:red" if x > SCHEME_TARGET else "tab:blue"
             for r, x in zip(rows, ratios, strict=True)
@@ -234,8 +242,8 @@ def plot(result: dict, path: Path) -> Path:
         ax.invert_yaxis()
         ax.axvline(1.0, color="k", lw=0.8)
         ax.axvline(SCHEME_TARGET, color="tab:red", ls="--", lw=0.8, label=f"target {SCHEME_TARGET:.2f}x")
-        ax.set_xlim(min(0.9, min(ratios) - 0.02), max(ratios) + 0.08)
-        ax.set_xlabel("step time / nope (median; whiskers: min–max of the timed steps)")
+        ax.set_xlim(min(0.9, min(a for a, _ in spans) - 0.02), max(b for _, b in spans) + 0.05)
+        ax.set_xlabel(f"step time / nope (median; whiskers: {whiskers})")
         ax.legend(fontsize=8, loc="lower right")
     if peer:
         ax = axes[0][1]
