@@ -24,7 +24,7 @@ from flax import nnx
 from research.config import ModelConfig, TrainConfig
 from research.model.transformer import Transformer, parameter_counts, resolve_model
 from research.positional import POSITIONAL
-from research.train import COMPUTE_DTYPES, make_optimizer, make_train_step
+from research.train import COMPUTE_DTYPES, check_step_options, make_optimizer, make_train_step
 
 REFERENCE = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, seq_len=256, batch_size=16)
 """The reference config. A `ref` dict may also carry "compute_dtype" (a key of train.COMPUTE_DTYPES; default
@@ -32,10 +32,9 @@ REFERENCE = dict(vocab_size=8192, d_model=256, num_layers=4, num_heads=4, seq_le
 
 
 def compute_dtype(ref: dict) -> str:
-    """The ref's compute dtype name, checked against train.COMPUTE_DTYPES."""
+    """The ref's compute dtype name, checked as train.compute_dtype is (`train.check_step_options`)."""
     name = ref.get("compute_dtype", "float32")
-    if name not in COMPUTE_DTYPES:
-        raise ValueError(f"compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+    check_step_options(TrainConfig(compute_dtype=name))
     return name
 
 
@@ -299,7 +298,8 @@ def prepare_scheme(
     loss_chunk: int | None = None,
     scan_layers: bool = False,
 ) -> tuple:
-    """Compile one scheme's training step at the reference config and warm it up -> (runner, row without timings).
+    """Compile one scheme's training step at the reference config and warm it up -> (runner, row without timings,
+    completed by `run_benchmarks`).
     `loss_chunk` (another train.loss_chunk, e.g. 0 for the plain loss) / `scan_layers` make the variant rows."""
     r = reference(positional, ref, loss_chunk=loss_chunk, scan_layers=scan_layers)
     start = time.perf_counter()
@@ -337,15 +337,6 @@ def _with_times(row: dict, times: list[float]) -> dict:
         "tokens_per_s": row["tokens_per_step"] / step_s,
         "achieved_flops": row["model_flops_per_step"] / step_s,
     }
-
-
-def bench_scheme(
-    positional: str, *, steps: int = 10, warmup: int = 2, ref: dict = REFERENCE, **variant
-) -> dict:
-    """Median step time, tokens/s, compile time and model FLOPs/s of one scheme (or variant, see `prepare_scheme`)
-    timed on its own."""
-    one, row = prepare_scheme(positional, warmup=warmup, ref=ref, **variant)
-    return _with_times(row, step_seconds(one, steps=steps, warmup=0))
 
 
 def run_benchmarks(

@@ -221,15 +221,7 @@ def plot(result: dict, path: Path) -> Path:
     ax = axes[0][0]
     if rows:
         ratios = [r["ratio_to_nope"] for r in rows]
-        if all(
-            "ratio_to_nope_rounds" in r for r in rows
-        ):  # interleaved rounds: the spread of the round ratios
-            spans = [(min(r["ratio_to_nope_rounds"]), max(r["ratio_to_nope_rounds"])) for r in rows]
-            whiskers = f"min–max of the {result['rounds']} rounds' ratios"
-        else:  # one run per scheme: its step times over nope's median
-            base = rows[0]["step_ms"] / rows[0]["ratio_to_nope"]  # nope's step time
-            spans = [(r["step_ms_spread"][0] / base, r["step_ms_spread"][1] / base) for r in rows]
-            whiskers = "min–max of the timed steps"
+        spans = [(min(r["ratio_to_nope_rounds"]), max(r["ratio_to_nope_rounds"])) for r in rows]
         lo = [x - a for x, (a, _) in zip(ratios, spans, strict=True)]
         hi = [b - x for x, (_, b) in zip(ratios, spans, strict=True)]
         colors = [  # variants of rope's options (name+option) are not schemes: the target does not apply
@@ -243,7 +235,9 @@ def plot(result: dict, path: Path) -> Path:
         ax.axvline(1.0, color="k", lw=0.8)
         ax.axvline(SCHEME_TARGET, color="tab:red", ls="--", lw=0.8, label=f"target {SCHEME_TARGET:.2f}x")
         ax.set_xlim(min(0.9, min(a for a, _ in spans) - 0.02), max(b for _, b in spans) + 0.05)
-        ax.set_xlabel(f"step time / nope (median; whiskers: {whiskers})")
+        ax.set_xlabel(
+            f"step time / nope (median over rounds; whiskers: min–max of the {result['rounds']} rounds)"
+        )
         ax.legend(fontsize=8, loc="lower right")
     if peer:
         ax = axes[0][1]
@@ -287,9 +281,7 @@ def render(result: dict, command: str) -> str:
 
 
 def _timing(result: dict) -> str:
-    rounds = result.get("rounds")
-    if not rounds:  # runs before the rounds existed: every scheme timed once, one after another
-        return f"Median of {result['steps']} steps after warm-up."
+    rounds = result["rounds"]
     per_round = max(1, result["steps"] // rounds)
     return (
         f"Every row compiled first, then timed in {rounds} interleaved rounds of {per_round} steps (one untimed "
