@@ -10,6 +10,7 @@ Model FLOPs per token (PaLM appendix B convention, forward + backward = 3x forwa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import statistics
 import time
@@ -51,21 +52,40 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
+def _into_donated(fn, *args, out_shape, dtype):
+    """A no-argument callable: `fn(*args)` jitted, its output written into a donated buffer of `out_shape` that is
+    already mapped, so that a measurement times the kernel, not the allocator's fresh pages (see research.hostmem)."""
+    f = jax.jit(lambda out, *a: fn(*a), donate_argnums=0, keep_unused=True)
+    out = [jnp.zeros(out_shape, dtype)]
+
+    def call():
+        out[0] = f(out[0], *args)
+        return out[0]
+
+    jax.block_until_ready(call())
+    return call
+
+
 def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
     """Measured matmul FLOP/s of the default device (n x n @ n x n) in `dtype` (a key of train.COMPUTE_DTYPES)."""
     a = jax.random.normal(jax.random.key(0), (n, n), COMPUTE_DTYPES[dtype])
     b = jax.random.normal(jax.random.key(1), (n, n), COMPUTE_DTYPES[dtype])
-    f = jax.jit(jnp.matmul)
-    jax.block_until_ready(f(a, b))
-    return 2 * n**3 / _median_time(lambda: f(a, b), repeats)
+    call = _into_donated(jnp.matmul, a, b, out_shape=(n, n), dtype=a.dtype)
+    return 2 * n**3 / _median_time(call, repeats)
 
 
-def copy_bandwidth(mbytes: int = 256, repeats: int = 10) -> float:
-    """Measured device copy bandwidth in bytes/s (read + write of an fp32 buffer)."""
+def copy_bandwidth(mbytes: int = 256, repeats: int = 10, *, fresh: bool = False) -> float:
+    """Measured device copy bandwidth in bytes/s: read an fp32 buffer, write another (counted as read + write).
+    The output goes into a donated buffer that is already mapped (STREAM's copy); with `fresh`, into a new
+    allocation each call, which on CPU adds the kernel's page faults (3x slower on a 2-core machine without huge
+    pages)."""
     x = jnp.ones((mbytes * 2**20 // 4,), jnp.float32)
-    f = jax.jit(lambda x: x + 1.0)
-    jax.block_until_ready(f(x))
-    return 2 * x.nbytes / _median_time(lambda: f(x), repeats)
+    if fresh:
+        f = jax.jit(lambda x: x + 1.0)
+        jax.block_until_ready(f(x))
+        return 2 * x.nbytes / _median_time(lambda: f(x), repeats)
+    call = _into_donated(lambda x: x + 1.0, x, out_shape=x.shape, dtype=x.dtype)
+    return 2 * x.nbytes / _median_time(call, repeats)
 
 
 def model_flops_per_token(
@@ -398,42 +418,68 @@ def embedding_bandwidth(
     tokens: int = 16 * 256,
     repeats: int = 10,
     copy_bps: float | None = None,
-) -> dict:
-    """Embedding lookup + its gradient (gather, then scatter-add into a dense [V, d] gradient) for a V x d float32
-    table, jitted. Bytes counted: the gather reads and writes tokens x d; the gradient writes the V x d zeros and
-    reads and writes tokens x d rows (scatter-add). Reported against the measured copy bandwidth, and beside the
-    time of zero-filling the V x d gradient alone (`zero_fill_ms`): for V x d >> tokens x d that write is most of
-    the work, and a write-only pass does not reach the copy bandwidth (which counts a read and a write)."""
+) -> list[dict]:
+    """Embedding lookup and gradient for a V x d float32 table, jitted, as two rows against the measured copy
+    bandwidth:
+
+    - `embedding_gather_scatter_{V}x{d}`: the kernels. Gather the tokens' rows, and scatter-add their cotangent into
+      a donated [V, d] accumulator, as a row-sparse update does. Both outputs go into buffers already mapped. Bytes:
+      the gather reads and writes tokens x d; the scatter-add reads the cotangent and reads and writes its rows.
+    - `embedding_dense_grad_{V}x{d}`: what `jax.grad` gives a training step: the dense [V, d] gradient, a new
+      buffer each call. Bytes: the gather's, the V x d zeros written, and the scatter-add's. Beside it, the time of
+      zero-filling a new V x d buffer alone (`zero_fill_ms`): for V x d >> tokens x d that write is most of the work,
+      and a write-only pass does not reach the copy bandwidth (which counts a read and a write)."""
     table = jnp.zeros((vocab, dim), jnp.float32) + 0.01
     ids = jax.random.randint(jax.random.key(0), (tokens,), 0, vocab)
     upstream = jnp.ones((tokens, dim), jnp.float32)
+    copy_bps = copy_bps or copy_bandwidth()
+    row_bytes = tokens * dim * 4
+
+    def row(name, seconds, moved, compile_s):
+        return {
+            "name": f"{name}_{vocab}x{dim}",
+            "step_ms": seconds * 1e3,
+            "bytes": moved,
+            "bytes_per_s": moved / seconds,
+            "copy_bytes_per_s": copy_bps,
+            "fraction_of_copy": moved / seconds / copy_bps,
+            "compile_s": compile_s,
+            "tokens": tokens,
+        }
 
     @jax.jit
     def lookup_and_grad(table, ids, upstream):
         out, vjp = jax.vjp(lambda t: jnp.take(t, ids, axis=0), table)
         return out, vjp(upstream)[0]
 
-    compile_start = time.perf_counter()
-    jax.block_until_ready(lookup_and_grad(table, ids, upstream))
-    compile_s = time.perf_counter() - compile_start
-    seconds = _median_time(lambda: lookup_and_grad(table, ids, upstream), repeats)
-    # The floor under it: writing the dense [V, d] gradient alone (a jitted zero-fill of the same shape).
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def gather_scatter(rows, accumulator, table, ids, upstream):
+        del rows  # its buffer receives the gathered rows
+        return jnp.take(table, ids, axis=0), accumulator.at[ids].add(upstream)
+
+    buffers = [jnp.zeros((tokens, dim), jnp.float32), jnp.zeros((vocab, dim), jnp.float32)]
+
+    def sparse():
+        buffers[:] = gather_scatter(*buffers, table, ids, upstream)
+        return buffers
+
+    rows = []
+    for name, fn, moved in (
+        ("embedding_gather_scatter", sparse, 5 * row_bytes),
+        (
+            "embedding_dense_grad",
+            lambda: lookup_and_grad(table, ids, upstream),
+            5 * row_bytes + vocab * dim * 4,
+        ),
+    ):
+        compile_start = time.perf_counter()
+        jax.block_until_ready(fn())
+        rows.append(row(name, _median_time(fn, repeats), moved, time.perf_counter() - compile_start))
+    # The floor under the dense gradient: writing a new [V, d] buffer alone (a jitted zero-fill of the same shape).
     fill = jax.jit(lambda x: jnp.zeros((vocab, dim), jnp.float32) + x)
     jax.block_until_ready(fill(jnp.float32(0)))
-    fill_seconds = _median_time(lambda: fill(jnp.float32(0)), repeats)
-    row_bytes = tokens * dim * 4
-    moved = 2 * row_bytes + vocab * dim * 4 + 2 * row_bytes
-    copy_bps = copy_bps or copy_bandwidth()
-    return {
-        "name": f"embedding_gather_scatter_{vocab}x{dim}",
-        "step_ms": seconds * 1e3,
-        "bytes": moved,
-        "bytes_per_s": moved / seconds,
-        "copy_bytes_per_s": copy_bps,
-        "fraction_of_copy": moved / seconds / copy_bps,
-        "zero_fill_ms": fill_seconds * 1e3,
-        "compile_s": compile_s,
-    }
+    rows[1]["zero_fill_ms"] = _median_time(lambda: fill(jnp.float32(0)), repeats) * 1e3
+    return rows
 
 
 def reader_benchmark(words: int = 200_000, dim: int = 300, repeats: int = 3, log=print) -> list[dict]:

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from research.config import ConfigError
+from research.hostmem import reexec_with_huge_pages
 from research.sweep import plan, run_sweep
 
 
@@ -80,4 +81,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/hostmem.py)
     sys.exit(main())

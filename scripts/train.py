@@ -7,6 +7,7 @@ import sys
 from research.cli import apply_overrides, build_parser
 from research.config import ConfigError
 from research.experiment import load_experiment, split_target
+from research.hostmem import reexec_with_huge_pages
 from research.registry import RegistryError
 
 
@@ -34,4 +35,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/hostmem.py)
     sys.exit(main())

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from research.hostmem import reexec_with_huge_pages
 from research.vectors import ALGOS, train_vectors
 
 
@@ -52,4 +53,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/hostmem.py)
     sys.exit(main())

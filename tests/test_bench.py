@@ -104,11 +104,14 @@ def test_peer_model_matches_our_parameter_count():
 def test_embedding_and_reader_rows(tmp_path, monkeypatch):
     from research.bench import embedding_bandwidth, reader_benchmark
 
-    row = embedding_bandwidth(vocab=4096, dim=64, tokens=256, repeats=2)
+    sparse, dense = embedding_bandwidth(vocab=4096, dim=64, tokens=256, repeats=2)
     assert (
-        row["bytes"] == 4 * (4 * 256 * 64 + 4096 * 64) and 0 < row["fraction_of_copy"] and row["step_ms"] > 0
+        sparse["name"] == "embedding_gather_scatter_4096x64"
+        and dense["name"] == "embedding_dense_grad_4096x64"
     )
-    assert row["zero_fill_ms"] > 0
+    assert sparse["bytes"] == 4 * 5 * 256 * 64 and dense["bytes"] == 4 * (5 * 256 * 64 + 4096 * 64)
+    assert all(0 < r["fraction_of_copy"] and r["step_ms"] > 0 for r in (sparse, dense))
+    assert dense["zero_fill_ms"] > 0
     monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path))
     rows = reader_benchmark(words=300, dim=8, repeats=1, log=lambda *_: None)
     assert [r["name"] for r in rows] == ["reader_word2vec_text_300x8", "reader_word2vec_binary_300x8"]
