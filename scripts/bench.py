@@ -126,11 +126,11 @@ def main(argv=None) -> int:
         from research.bench import reader_benchmark
 
         result["reader"] = reader_benchmark(words=args.reader_words, log=log)
-    from research.bench_peer import available, bench_peer
+    from research.bench_peer import available, bench_peer_process
 
     result["peer"] = None
     if args.peer and "peer" not in args.skip and available():
-        peer = bench_peer(ref=ref, steps=args.steps, warmup=args.warmup)
+        peer = bench_peer_process(ref=ref, steps=args.steps, warmup=args.warmup)
         ours = next((r for r in result["rows"] if r["scheme"] == "rope"), None)
         peer["ours_over_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"] if ours else None
         log(f"peer x-transformers: {peer['step_ms']:.1f} ms/step, {peer['tokens_per_s']:.0f} tokens/s")
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         run_rope = rope.runner(rope.compile())  # compiled once for every round
         for i in range(args.peer_rounds):
             mine = 1e3 * statistics.median(step_seconds(run_rope, steps=args.steps, warmup=args.warmup))
-            theirs = bench_peer(ref=ref, steps=args.steps, warmup=args.warmup)["step_ms"]
+            theirs = bench_peer_process(ref=ref, steps=args.steps, warmup=args.warmup)["step_ms"]
             rounds.append({"ours_ms": mine, "peer_ms": theirs, "ours_over_peer": theirs / mine})
             log(f"round {i + 1}: rope {mine:.1f} ms, peer {theirs:.1f} ms, ours/peer {theirs / mine:.2f}")
         peer["rounds"] = rounds
@@ -365,7 +365,8 @@ def _other_rows(result: dict) -> list[str]:
             "",
             f"Peer: the same model in x-transformers {peer['versions']['x_transformers']} (PyTorch "
             f"{peer['versions']['torch']}, {peer['torch_threads']} threads, {peer['params_total']:,} parameters), "
-            f"AdamW, same batch: {peer['step_ms']:.1f} ms/step ({peer['step_ms_spread'][0]:.1f}–"
+            "AdamW, same batch, in its own process with the C library's default malloc (huge pages made it slower): "
+            f"{peer['step_ms']:.1f} ms/step ({peer['step_ms_spread'][0]:.1f}–"
             f"{peer['step_ms_spread'][1]:.1f}), {peer['tokens_per_s']:.0f} tokens/s. "
             f"**tokens/s ours (rope) / peer = {peer['ours_over_peer']:.2f}**.",
         ]

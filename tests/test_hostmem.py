@@ -28,6 +28,14 @@ def test_environment_adds_the_tunable_once_and_keeps_the_users(monkeypatch):
     assert "GLIBC_TUNABLES" not in hostmem.environment({})
 
 
+def test_without_huge_pages_keeps_the_other_tunables():
+    assert hostmem.without_huge_pages({"GLIBC_TUNABLES": f"a=1:{TUNABLE}", "X": "y"}) == {
+        "GLIBC_TUNABLES": "a=1",
+        "X": "y",
+    }
+    assert hostmem.without_huge_pages({"GLIBC_TUNABLES": TUNABLE}) == {}
+
+
 def _run(code: str, env: dict, *args: str) -> str:
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
