@@ -171,9 +171,8 @@ def main(argv=None) -> int:
                               "step_ms": None, "mfu": None, "compile_s_loop": c["loop"],
                               "compile_s_scan": c["scan"]}))  # fmt: skip
         for e in result["embedding"] or []:
-            print(json.dumps({"name": e["name"], "tokens_per_s": None, "step_ms": e["step_ms"], "mfu": None,
-                              "fraction_of_copy": e["fraction_of_copy"]} | ({"zero_fill_ms": e["zero_fill_ms"]}
-                              if "zero_fill_ms" in e else {})))  # fmt: skip
+            keys = ("name", "step_ms", "fraction_of_copy", "zero_fill_ms")
+            print(json.dumps({"tokens_per_s": None, "mfu": None} | {k: e[k] for k in keys if k in e}))
         for r in result["reader"] or []:
             print(json.dumps({"name": r["name"], "tokens_per_s": None, "step_ms": r["ours_s"] * 1e3, "mfu": None,
                               "speedup_vs_gensim": r["speedup_vs_gensim"]}))  # fmt: skip

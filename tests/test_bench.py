@@ -112,6 +112,22 @@ def test_embedding_and_reader_rows(tmp_path, monkeypatch):
     assert sparse["bytes"] == 4 * 5 * 256 * 64 and dense["bytes"] == 4 * (5 * 256 * 64 + 4096 * 64)
     assert all(0 < r["fraction_of_copy"] and r["step_ms"] > 0 for r in (sparse, dense))
     assert dense["zero_fill_ms"] > 0
+    import sys
+
+    sys.path.insert(0, "scripts")
+    from bench import render
+
+    result = {
+        "reference": {}, "rows": [], "machine": {"cpu": "cpu", "cores": 2}, "device": {"count": 1, "kind": "cpu"},
+        "versions": {}, "embedding": [sparse, dense], "copy_bytes_per_s": 2e10, "copy_bytes_per_s_fresh": 1e10,
+    }  # fmt: skip
+    table = render(result, "python scripts/bench.py --skip steps")
+    assert "20.0 GB/s into an already-mapped buffer (10.0 GB/s into a new allocation" in table
+    assert (
+        f"| {sparse['step_ms']:.2f} | {sparse['bytes_per_s'] / 1e9:.1f} | **{sparse['fraction_of_copy']:.0%}** |"
+        in table
+    )
+    assert "default malloc, no huge pages" in table
     monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path))
     rows = reader_benchmark(words=300, dim=8, repeats=1, log=lambda *_: None)
     assert [r["name"] for r in rows] == ["reader_word2vec_text_300x8", "reader_word2vec_binary_300x8"]
