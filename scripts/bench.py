@@ -259,7 +259,8 @@ def plot(result: dict, path: Path) -> Path:
         ax.legend(fontsize=8, loc="lower right")
         ax.set_title("reference config, ours / peer", fontsize=9)
     m = result["machine"]
-    fig.suptitle(f"training step, {m['cpu']}, {m['cores']} cores", fontsize=10)
+    pages = ", huge pages for host buffers" if m.get("huge_pages") else ""
+    fig.suptitle(f"training step, {m['cpu']}, {m['cores']} cores{pages}", fontsize=10)
     return save_figure(fig, path, dpi=100)
 
 
