@@ -48,6 +48,18 @@ def active() -> bool:
     return TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":") and supported()
 
 
+def missing_hint() -> str | None:
+    """A one-line hint for a run in a process that started without the tunable where it would help (a notebook, or
+    `python -c`); None when it is active, unsupported or opted out. The caller logs it on CPU only."""
+    if active() or not supported() or os.environ.get(ENV, "1") == "0":
+        return None
+    return (
+        "host buffers without huge pages: XLA's CPU step faults its temporaries in 4 KiB at a time (~12% of the "
+        f"reference step); start Python with GLIBC_TUNABLES={TUNABLE}, as scripts/train.py does (README: Host "
+        f"memory; {ENV}=0 silences this)"
+    )
+
+
 def environment(env: dict | None = None) -> dict:
     """`env` (default os.environ) with the tunable added to GLIBC_TUNABLES, unless opted out or unsupported."""
     env = dict(os.environ if env is None else env)

@@ -300,6 +300,8 @@ def load_initial_params(init_from: str, workdir: Path, params, opt_state):
 
 def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dict:
     """Train, evaluate and write the run directory; returns the summary dict."""
+    if jax.default_backend() == "cpu" and (hint := hostmem.missing_hint()):
+        log(hint)
     if config.task.task is not None:  # length-generalisation task instead of a corpus
         from research.train_task import train_and_evaluate_task
 

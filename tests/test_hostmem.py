@@ -28,6 +28,21 @@ def test_environment_adds_the_tunable_once_and_keeps_the_users(monkeypatch):
     assert "GLIBC_TUNABLES" not in hostmem.environment({})
 
 
+def test_missing_hint_only_where_huge_pages_would_help(monkeypatch):
+    monkeypatch.setattr(hostmem, "supported", lambda: True)
+    monkeypatch.setattr(hostmem, "active", lambda: False)
+    monkeypatch.delenv(hostmem.ENV, raising=False)
+    assert TUNABLE in hostmem.missing_hint() and "README: Host memory" in hostmem.missing_hint()
+    monkeypatch.setenv(hostmem.ENV, "0")
+    assert hostmem.missing_hint() is None  # opted out
+    monkeypatch.delenv(hostmem.ENV)
+    monkeypatch.setattr(hostmem, "active", lambda: True)
+    assert hostmem.missing_hint() is None
+    monkeypatch.setattr(hostmem, "active", lambda: False)
+    monkeypatch.setattr(hostmem, "supported", lambda: False)
+    assert hostmem.missing_hint() is None
+
+
 def test_without_huge_pages_keeps_the_other_tunables():
     assert hostmem.without_huge_pages({"GLIBC_TUNABLES": f"a=1:{TUNABLE}", "X": "y"}) == {
         "GLIBC_TUNABLES": "a=1",

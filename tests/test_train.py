@@ -70,6 +70,9 @@ def test_init_from_fine_tunes_and_evaluates_the_loaded_parameters(tmp_path):
     again = train_and_evaluate(evaluate_only, tmp_path / "again", log=messages.append)
     assert again["metrics"] == base["metrics"]  # the same parameters, evaluated the same way
     assert any(m.startswith("initialised from") for m in messages)
+    from research import hostmem  # a CPU run in a process started without huge pages says how to get them
+
+    assert (hostmem.missing_hint() in messages) == (hostmem.missing_hint() is not None)
     assert again["init_from"] == str((tmp_path / "base").absolute())
     # Fine-tune at twice the length with absolute evaluation lengths.
     longer = dataclasses.replace(
