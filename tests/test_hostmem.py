@@ -81,4 +81,6 @@ def test_huge_pages_cut_the_page_faults_of_a_large_allocation():
     )
     default = int(_run(code, _env_without_tunables()))
     huge = int(_run(code, {**_env_without_tunables(), "GLIBC_TUNABLES": TUNABLE}))
-    assert default > 60_000 and huge < default / 10, (default, huge)
+    assert huge < 6_500, (default, huge)  # a tenth of the 4 KiB pages
+    if hostmem._thp_mode() == "madvise":  # with "always" the kernel gives huge pages without being asked
+        assert default > 60_000, (default, huge)
