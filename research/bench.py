@@ -52,11 +52,12 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
-def _into_donated(fn, *args, out_shape, dtype):
-    """A no-argument callable: `fn(*args)` jitted, its output written into a donated buffer of `out_shape` that is
+def _into_donated(fn, *args):
+    """A no-argument callable: `fn(*args)` jitted, its output written into a donated buffer of its shape that is
     already mapped, so that a measurement times the kernel, not the allocator's fresh pages (see research.hostmem)."""
     f = jax.jit(lambda out, *a: fn(*a), donate_argnums=0, keep_unused=True)
-    out = [jnp.zeros(out_shape, dtype)]
+    shape = jax.eval_shape(fn, *args)
+    out = [jnp.zeros(shape.shape, shape.dtype)]
 
     def call():
         out[0] = f(out[0], *args)
@@ -70,7 +71,7 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> flo
     """Measured matmul FLOP/s of the default device (n x n @ n x n) in `dtype` (a key of train.COMPUTE_DTYPES)."""
     a = jax.random.normal(jax.random.key(0), (n, n), COMPUTE_DTYPES[dtype])
     b = jax.random.normal(jax.random.key(1), (n, n), COMPUTE_DTYPES[dtype])
-    call = _into_donated(jnp.matmul, a, b, out_shape=(n, n), dtype=a.dtype)
+    call = _into_donated(jnp.matmul, a, b)
     return 2 * n**3 / _median_time(call, repeats)
 
 
@@ -82,9 +83,10 @@ def copy_bandwidth(mbytes: int = 256, repeats: int = 10, *, fresh: bool = False)
     x = jnp.ones((mbytes * 2**20 // 4,), jnp.float32)
     if fresh:
         f = jax.jit(lambda x: x + 1.0)
-        jax.block_until_ready(f(x))
-        return 2 * x.nbytes / _median_time(lambda: f(x), repeats)
-    call = _into_donated(lambda x: x + 1.0, x, out_shape=x.shape, dtype=x.dtype)
+        call = lambda: f(x)  # noqa: E731
+        jax.block_until_ready(call())
+    else:
+        call = _into_donated(lambda x: x + 1.0, x)
     return 2 * x.nbytes / _median_time(call, repeats)
 
 

@@ -43,15 +43,24 @@ def supported() -> bool:
     return platform.libc_ver()[0] == "glibc" and _thp_mode() in ("always", "madvise")
 
 
+def _tunables(env) -> list[str]:
+    return [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+
+
 def active() -> bool:
     """Whether this process started with the tunable set (glibc reads it only at start) on a system it helps."""
-    return TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":") and supported()
+    return TUNABLE in _tunables(os.environ) and supported()
+
+
+def _wanted(env) -> bool:
+    """Whether `env` lacks the tunable where it would help, and is not opted out (ENV=0)."""
+    return env.get(ENV, "1") != "0" and supported() and TUNABLE not in _tunables(env)
 
 
 def missing_hint() -> str | None:
     """A one-line hint for a run in a process that started without the tunable where it would help (a notebook, or
     `python -c`); None when it is active, unsupported or opted out. The caller logs it on CPU only."""
-    if active() or not supported() or os.environ.get(ENV, "1") == "0":
+    if not _wanted(os.environ):
         return None
     return (
         "host buffers without huge pages: XLA's CPU step faults its temporaries in 4 KiB at a time (~12% of the "
@@ -63,9 +72,8 @@ def missing_hint() -> str | None:
 def environment(env: dict | None = None) -> dict:
     """`env` (default os.environ) with the tunable added to GLIBC_TUNABLES, unless opted out or unsupported."""
     env = dict(os.environ if env is None else env)
-    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
-    if env.get(ENV, "1") != "0" and supported() and TUNABLE not in tunables:
-        env["GLIBC_TUNABLES"] = ":".join([*tunables, TUNABLE])
+    if _wanted(env):
+        env["GLIBC_TUNABLES"] = ":".join([*_tunables(env), TUNABLE])
     return env
 
 
@@ -73,16 +81,15 @@ def without_huge_pages(env: dict | None = None) -> dict:
     """`env` (default os.environ) with the tunable taken out of GLIBC_TUNABLES: the C library's default, for a child
     process that should run as it would outside this framework (the benchmark's PyTorch peer)."""
     env = dict(os.environ if env is None else env)
-    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != TUNABLE]
+    rest = [t for t in _tunables(env) if t != TUNABLE]
     env.pop("GLIBC_TUNABLES", None)
-    return env | ({"GLIBC_TUNABLES": ":".join(tunables)} if tunables else {})
+    return env | ({"GLIBC_TUNABLES": ":".join(rest)} if rest else {})
 
 
 def reexec_with_huge_pages() -> None:
     """Re-execute this Python process with the tunable set, once; a no-op when it is set, opted out or unsupported.
     Call it first thing in a script's `__main__` block, before any work (it replaces the process)."""
-    env = environment()
-    if env.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
+    if _wanted(os.environ):
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, sys.orig_argv, env)
+        os.execve(sys.executable, sys.orig_argv, environment())

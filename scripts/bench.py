@@ -83,14 +83,23 @@ def main(argv=None) -> int:
     result.update(run_info())
     result["embedding"] = result["reader"] = None
     result["breakdown"] = None
+    if {"breakdown", "embedding"} - set(
+        args.skip
+    ):  # measured once, for the cost-analysis line and the embedding
+        from research.bench import copy_bandwidth
+
+        result["copy_bytes_per_s"] = copy_bandwidth()
     if "breakdown" not in args.skip:
         from research.bench import step_breakdown
 
         result["breakdown"] = step_breakdown("rope", repeats=args.steps, ref=ref)
         log("breakdown rope: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["breakdown"].items()))
-        from research.bench import copy_bandwidth, layers_cost
+        from research.bench import layers_cost
 
-        result["layers_cost"] = {**layers_cost("rope", ref=ref), "copy_bytes_per_s": copy_bandwidth()}
+        result["layers_cost"] = {
+            **layers_cost("rope", ref=ref),
+            "copy_bytes_per_s": result["copy_bytes_per_s"],
+        }
     result["profile"] = None
     if "profile" not in args.skip:
         from research.bench import profile_ops
@@ -116,10 +125,8 @@ def main(argv=None) -> int:
     if "embedding" not in args.skip:
         from research.bench import copy_bandwidth, embedding_bandwidth
 
-        copy_bps = copy_bandwidth()
-        result["copy_bytes_per_s"] = copy_bps
         result["copy_bytes_per_s_fresh"] = copy_bandwidth(fresh=True)
-        result["embedding"] = embedding_bandwidth(copy_bps=copy_bps)
+        result["embedding"] = embedding_bandwidth(copy_bps=result["copy_bytes_per_s"])
         for e in result["embedding"]:
             log(f"{e['name']}: {e['step_ms']:.1f} ms, {e['fraction_of_copy']:.0%} of copy bandwidth")
     if "reader" not in args.skip:

@@ -30,15 +30,15 @@ def test_environment_adds_the_tunable_once_and_keeps_the_users(monkeypatch):
 
 def test_missing_hint_only_where_huge_pages_would_help(monkeypatch):
     monkeypatch.setattr(hostmem, "supported", lambda: True)
-    monkeypatch.setattr(hostmem, "active", lambda: False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv(hostmem.ENV, raising=False)
     assert TUNABLE in hostmem.missing_hint() and "README: Host memory" in hostmem.missing_hint()
     monkeypatch.setenv(hostmem.ENV, "0")
     assert hostmem.missing_hint() is None  # opted out
     monkeypatch.delenv(hostmem.ENV)
-    monkeypatch.setattr(hostmem, "active", lambda: True)
+    monkeypatch.setenv("GLIBC_TUNABLES", TUNABLE)  # active
     assert hostmem.missing_hint() is None
-    monkeypatch.setattr(hostmem, "active", lambda: False)
+    monkeypatch.delenv("GLIBC_TUNABLES")
     monkeypatch.setattr(hostmem, "supported", lambda: False)
     assert hostmem.missing_hint() is None
 
