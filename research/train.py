@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from research import hostmem
+from research import hostmem, native
 from research.checkpoint import Checkpointer
 from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
 from research.data.pipeline import prepare_data, validate_data_config
@@ -231,7 +231,12 @@ def run_info() -> dict:
             "numpy": np.__version__,
         },
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
-        "machine": {"cpu": _cpu_name(), "cores": _cores(), "huge_pages": hostmem.active()},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": _cores(),
+            "huge_pages": hostmem.active(),
+            "native_kernels": native.state(),
+        },
     }
 
 

@@ -280,7 +280,8 @@ def render(result: dict, command: str) -> str:
         f"`{command}` on {datetime.date.today().isoformat()}; {m['cpu']}, {m['cores']} cores, "
         f"{result['device']['count']} × {result['device']['kind']}, "
         f"{'huge pages for host buffers' if m.get('huge_pages') else 'default malloc, no huge pages'} "
-        "(research/hostmem.py); " + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())),
+        f"(research/hostmem.py), native kernels {m.get('native_kernels', 'n/a')} (research/native.py); "
+        + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())),
     ]
     if result["rows"]:  # the step table (left out with --skip steps) and its plot
         lines += _step_table(result, ref) + ["", "![step time / nope, ours / peer](steps.png)"]

@@ -270,8 +270,22 @@ def _np_cope(q, k, table, t, s):
     return out
 
 
+@pytest.fixture(params=["native", "jnp"])
+def cope_path(request, monkeypatch):
+    """CoPE's two implementations of the counts and interpolation: the fused CPU kernel (research/native.py; skipped
+    without a C++ compiler) and the jnp path (RESEARCH_NATIVE=0, also what other platforms run)."""
+    from research import native
+    from research.positional import cope
+
+    if request.param == "jnp":
+        monkeypatch.setenv("RESEARCH_NATIVE", "0")
+    elif not native.load(cope._KERNEL, cope._TARGETS):
+        pytest.skip("no C++ compiler")
+    return request.param
+
+
 @pytest.mark.parametrize("t, s, npos", [(6, 6, None), (3, 7, 4)])  # npos = 4 clamps the counts
-def test_cope_equals_loop_over_pairs(t, s, npos):
+def test_cope_equals_loop_over_pairs(t, s, npos, cope_path):
     pe = _build("cope", npos=npos, init_stddev=1.0)
     q, k = _qk(t, s, seed=3)
     q_pos, k_pos = _pos(t, s, offsets=(0, 4))
@@ -281,6 +295,31 @@ def test_cope_equals_loop_over_pairs(t, s, npos):
     expected = _np_cope(q, k, table, t, s)
     visible = np.arange(s)[None, :] <= (np.arange(t) + s - t)[:, None]  # [T,S]
     np.testing.assert_allclose(got[:, :, visible], expected[:, :, visible], rtol=1e-4, atol=1e-5)
+
+
+def test_cope_reads_attention_logits(cope_path):
+    """Given attention's own scaled logits (the `logits=` of the bias hook), CoPE's bias equals the one it computes
+    from q and k, and so do the gradients to q and k (through the logits instead of its own q·k)."""
+    from research.model.attention import scaled_logits
+
+    pe = _build("cope", init_stddev=1.0)
+    t, s = 5, 8
+    q, k = _qk(t, s, seed=6)
+    k = np.repeat(k, H // K, axis=2)  # attention's logits are per query head
+    q_pos, k_pos = _pos(t, s)
+    head_major = lambda a: jnp.transpose(a, (0, 2, 1, 3))  # noqa: E731
+
+    def total(q, k, shared: bool):
+        logits = scaled_logits(head_major(q), head_major(k)) if shared else None
+        return jnp.sum(pe.bias(q_pos, k_pos, layer=0, q=q, k=k, logits=logits) ** 2)
+
+    own = jax.value_and_grad(lambda q, k: total(q, k, False), argnums=(0, 1))(jnp.asarray(q), jnp.asarray(k))
+    shared = jax.value_and_grad(lambda q, k: total(q, k, True), argnums=(0, 1))(
+        jnp.asarray(q), jnp.asarray(k)
+    )
+    np.testing.assert_allclose(shared[0], own[0], rtol=1e-5)
+    for a, b in zip(shared[1], own[1]):
+        np.testing.assert_allclose(a, b, **TOL)
 
 
 def test_cope_counts_by_sequence_order_not_position_values():

@@ -1,7 +1,9 @@
 """Causal multi-head attention as named slots: project, (rotate), logits, (+ bias), mask, softmax, mix, output.
 
 The positional hooks are *passed in* by the transformer (this module never decides which scheme runs): `rotate`
-transforms q and k, `bias` returns additive logits [B|1,H,T,S] added after the 1/sqrt(D) scaling.
+transforms q and k, `bias` returns additive logits [B|1,H,T,S] added after the 1/sqrt(D) scaling. The `bias` hook
+also receives the block's own scaled logits q·k/sqrt(D) (`logits=`, before any bias and the mask), so a scheme whose
+bias is a function of them (CoPE's gates) neither recomputes them nor runs a second backward through q·k.
 """
 
 from __future__ import annotations
@@ -59,7 +61,11 @@ def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
     Built from the position arrays' *indices* (sequence order), not their values, so randomized, shifted or
     repeated (padding) position ids never change what a token may see.
     """
-    t, s = q_pos.shape[-1], k_pos.shape[-1]
+    return causal_mask_of(q_pos.shape[-1], k_pos.shape[-1])
+
+
+def causal_mask_of(t: int, s: int) -> jax.Array:
+    """[1,1,t,s] bool: `causal_mask` for t queries, the last t of s keys."""
     i = jnp.arange(t)[:, None] + (s - t)  # queries are the last t of the s keys (cached decoding)
     j = jnp.arange(s)[None, :]
     return (j <= i)[None, None]
@@ -92,11 +98,12 @@ class CausalSelfAttention(nnx.Module):
 
         def part(rows: slice, cols: slice):  # queries `rows` over keys `cols`, with their own bias
             q_pos, k_pos = pos[:, rows], pos[:, cols]
+            logits = scaled_logits(qh[:, :, rows], kh[:, :, cols])  # [B,H,T',S']
             if callable(bias):
-                extra = bias(q_pos, k_pos, q=q[:, rows], k=k[:, cols])  # [B|1,H,T',S'] or None
+                extra = bias(q_pos, k_pos, q=q[:, rows], k=k[:, cols], logits=logits)  # [B|1,H,T',S'] or None
             else:
                 extra = None if bias is None else bias[..., rows, cols]
-            return attend(qh[:, :, rows], kh[:, :, cols], vh[:, :, cols], extra, q_pos, k_pos)
+            return attend(logits, vh[:, :, cols], extra, q_pos, k_pos)
 
         whole = slice(None)
         blocks = query_blocks(t)
@@ -133,10 +140,15 @@ def query_blocks(t: int) -> int:
     return blocks
 
 
-def attend(q, k, v, extra, q_pos, k_pos):
-    """Causal softmax attention of q [B,H,T,D] over k, v [B,H,S,D] (head-major; the queries are the last T of the S
-    keys) with an additive bias [B|1,H,T,S] or None -> (output [B,H,T,D], weights [B,H,T,S])."""
-    logits = jnp.einsum("bhtd,bhsd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])  # [B,H,T,S]
+def scaled_logits(q: jax.Array, k: jax.Array) -> jax.Array:
+    """q [B,H,T,D], k [B,H,S,D] (head-major) -> float32 q·k / sqrt(D) [B,H,T,S]."""
+    return jnp.einsum("bhtd,bhsd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+
+
+def attend(logits, v, extra, q_pos, k_pos):
+    """Causal softmax attention with the scaled logits [B,H,T,S] (`scaled_logits`; the queries are the last T of the
+    S keys) over v [B,H,S,D] (head-major), with an additive bias [B|1,H,T,S] or None -> (output [B,H,T,D], weights
+    [B,H,T,S])."""
     if extra is not None:
         logits = add_bias(logits, extra)
     logits = jnp.where(causal_mask(q_pos, k_pos), logits, jnp.finfo(jnp.float32).min)

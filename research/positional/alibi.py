@@ -88,6 +88,6 @@ class ALiBi(PositionalEncoding):
     def __init__(self, *, num_heads: int, bidirectional: bool = False):
         self.num_heads, self.bidirectional = num_heads, bidirectional
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         slopes = alibi_slopes(self.num_heads)  # [H]
         return alibi_bias(q_pos, k_pos, slopes, bidirectional=self.bidirectional)  # [B,H,T,S]

@@ -5,13 +5,18 @@ Axis letters: B batch, T query length, S key length, H heads, K kv heads, D head
 A scheme implements only the hooks it needs; the transformer calls all three at fixed sites:
     embed(x[B,T,E], pos[B,T]) -> x                                    absolute: added to token embeddings
     rotate(q[B,T,H,D], k[B,S,K,D], q_pos[B,T], k_pos[B,S], *, layer) -> q, k     rotary family
-    bias(q_pos[B,T], k_pos[B,S], *, layer, q=None, k=None) -> [B|1,H,T,S] or None   added after 1/sqrt(D)
+    bias(q_pos[B,T], k_pos[B,S], *, layer, q=None, k=None, logits=None) -> [B|1,H,T,S] or None
+                                                       added after 1/sqrt(D); logits: attention's q·k/sqrt(D)
 Positions are integer data made once per forward pass, never `arange` inside a layer. Their leading axis may be 1
 when every row has the same positions (contiguous samplers return [1,T]): hooks broadcast it over the batch, so a
 position-only bias is computed once per step rather than B times (contract-tested for every scheme).
 Attention calls `bias` once per block of queries it computes (research/model/attention.py: query_blocks), with
 those queries' positions and q, and the keys they can see: T may be less than S, the queries being the last T of
 the S keys. A hook must not assume T == S or q_pos is k_pos (tested: blocks equal one block for every scheme).
+Attention also passes `logits`, its own float32 q·k/sqrt(D) [B,H,T,S] for those queries and keys (after `rotate`,
+before any bias and the mask), for a bias that is a function of them (CoPE's gates): reading them instead of
+recomputing q·k saves that product and its backward. Called without them (tests, other callers), such a hook
+computes them from q and k, with the same result.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class PositionalEncoding(nnx.Module):
     def rotate(self, q, k, q_pos, k_pos, *, layer: int):
         return q, k
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         return None
 
 

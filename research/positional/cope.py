@@ -16,12 +16,19 @@ Conventions / deviations (checked against the official code, facebookresearch/RA
   σ(q·k / sqrt(D)) and adds q·e[p] *before* dividing by sqrt(D) (the default, not `--cope-nodiv`). The bias
   returned here is therefore q_i · e[p_ij] / sqrt(D), added after the attention's own 1/sqrt(D).
 - The gates use q and k as the hook receives them (after any rotation of a composite scheme); under grouped-query
-  attention head h reads kv head h // (H/K). The reverse cumulative sum runs over visible keys only (by index,
+  attention head h reads kv head h // (H/K). Inside the model they are attention's own logits (the hook's
+  `logits=`), as in the official code, which computes the gates from the attention logits; so q·k is computed and
+  differentiated once (interleaved A/B on the reference config: cope/nope 1.28 -> 1.20). The reverse cumulative sum runs over visible keys only (by index,
   like attention's mask: padding slots that repeat a position never count), as the code multiplies the gates by
   the mask.
 - One table [npos, D] per layer, shared by all heads (the code's `pos_emb` [1, D, npos], `--cope-shared` off);
   npos defaults to the training length + 1 (the code's block_size + 1: position 0 .. T are possible). Longer
   contexts clamp p to npos - 1.
+- Speed (not maths): on the CPU the gates, counts and interpolation run as one fused kernel (`cope_cpu.cc`, built
+  on first use, research/native.py) with its own backward; XLA ran them as separate passes over [B,H,T,S] arrays,
+  among them a gather and a scatter-add that run element by element (cope/nope 1.29 -> 1.10, interleaved A/B).
+  `counted_bias_jnp` is the same computation as XLA ops, run on other platforms, with RESEARCH_NATIVE=0 or without
+  a C++ compiler; tests/test_native.py checks the two against each other and against float64 equations.
 - Init: N(0, 0.02). The official code initialises the table to zeros, which makes CoPE a no-op until the first
   update (and fails the project's no-silent-no-op contract test); small nonzero values avoid that.
 """
@@ -29,24 +36,34 @@ Conventions / deviations (checked against the official code, facebookresearch/RA
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from research.model.attention import causal_mask
+from research import native
+from research.model.attention import causal_mask_of
 from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding
 
 
-def cope_positions(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
-    """p_ij = Σ_{j <= t <= i'} σ(q_i · k_t / sqrt(D)) for q [B,T,H,D], k [B,S,K,D] -> [B,H,T,S], where query i is key
-    i' = i + S - T (the queries are the last T keys). Position values are not read, only their lengths."""
+def gate_logits(q: jax.Array, k: jax.Array) -> jax.Array:
+    """q_i · k_j / sqrt(D) for q [B,T,H,D], k [B,S,K,D] -> float32 [B,H,T,S]; head h reads kv head h // (H/K)."""
     q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)  # [B,S,H,D], head h <- kv h // (H/K)
-    gates = jax.nn.sigmoid(jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1]))  # [B,H,T,S]
-    visible = causal_mask(q_pos, k_pos)  # [1,1,T,S], by index (query i is key i + S - T), as attention's own
-    return jax.lax.cumsum(jnp.where(visible, gates, 0.0), axis=3, reverse=True)  # [B,H,T,S]
+    k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)  # [B,S,H,D]
+    return jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
+
+
+def cope_positions(logits: jax.Array) -> jax.Array:
+    """p_ij = Σ_{j <= t <= i'} σ(logits_it) for the gate logits [...,T,S] (`gate_logits`, or attention's own) ->
+    [...,T,S], where query i is key i' = i + S - T (the queries are the last T keys; attention's causal mask, by
+    index). Position values are never read."""
+    gates = jax.nn.sigmoid(logits.astype(jnp.float32))
+    visible = causal_mask_of(*logits.shape[-2:])[0, 0]  # [T,S]
+    return jax.lax.cumsum(jnp.where(visible, gates, 0.0), axis=logits.ndim - 1, reverse=True)  # [...,T,S]
 
 
 def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
@@ -73,14 +90,77 @@ def interpolate_logits(z: jax.Array, positions: jax.Array) -> jax.Array:
     return (picked[..., 0] + (p - lo) * picked[..., 1]).reshape(*lead, s)
 
 
-def cope_bias(q: jax.Array, k: jax.Array, q_pos: jax.Array, k_pos: jax.Array, table: jax.Array) -> jax.Array:
-    """q_i · e[p_ij] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], table e [npos,D] -> float32 [B,H,T,S]."""
+def counted_bias(logits: jax.Array, z: jax.Array, scale: float) -> jax.Array:
+    """scale · z interpolated at the clamped counts min(p_ij, N - 1), for the gate logits [...,T,S] and z [...,T,N]
+    -> float32 [...,T,S].
+
+    On the CPU, one fused kernel (`cope_cpu.cc`, built on first use by research/native.py) computes the gates,
+    their reverse cumulative sum and the interpolation row by row, and its own backward. Elsewhere, or when the
+    kernel cannot be built, `counted_bias_jnp`: the same equations as XLA ops. Tested equal, values and gradients.
+    """
+    logits, z = logits.astype(jnp.float32), z.astype(jnp.float32)
+    if not native.load(_KERNEL, _TARGETS):
+        return counted_bias_jnp(logits, z, scale)
+    return jax.lax.platform_dependent(
+        logits,
+        z,
+        cpu=functools.partial(_counted_bias_cpu, scale),
+        default=functools.partial(counted_bias_jnp, scale=scale),
+    )
+
+
+def counted_bias_jnp(logits: jax.Array, z: jax.Array, scale: float) -> jax.Array:
+    """`counted_bias` as XLA ops (any platform)."""
+    positions = jnp.minimum(cope_positions(logits), z.shape[-1] - 1)
+    return interpolate_logits(z, positions) * scale
+
+
+_KERNEL = Path(__file__).with_name("cope_cpu.cc")
+_TARGETS = ("research_cope_forward", "research_cope_backward")
+
+
+_forward = native.rowwise(
+    _TARGETS[0], (0, 0, 0), "... t s, ... t n -> ... t s, ... t s, ... t s", ("t", "s", "n")
+)
+"""(logits [...,T,S], z [...,T,N]) -> bias, gates, clamped counts (each [...,T,S])."""
+_backward = native.rowwise(
+    _TARGETS[1], (0, 1), "... t s, ... t n, ... t s, ... t s -> ... t s, ... t n", ("t", "s", "n")
+)
+"""(d bias, z, gates, clamped counts) -> d logits [...,T,S], d z [...,T,N]."""
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _counted_bias_cpu(scale: float, logits: jax.Array, z: jax.Array) -> jax.Array:
+    return _counted_bias_cpu_fwd(scale, logits, z)[0]
+
+
+def _counted_bias_cpu_fwd(scale, logits, z):
+    bias, gates, positions = _forward((("scale", np.float32(scale)),), logits, z)
+    return bias, (z, gates, positions)
+
+
+def _counted_bias_cpu_bwd(scale, residuals, d):
+    return _backward((("scale", np.float32(scale)),), d, *residuals)  # d logits, d z
+
+
+_counted_bias_cpu.defvjp(_counted_bias_cpu_fwd, _counted_bias_cpu_bwd)
+
+
+def cope_bias(
+    q: jax.Array,
+    k: jax.Array,
+    table: jax.Array,
+    logits: jax.Array | None = None,
+) -> jax.Array:
+    """q_i · e[p_ij] / sqrt(D) for q [B,T,H,D] (the last T of the S keys), k [B,S,K,D], table e [npos,D] -> float32
+    [B,H,T,S]. `logits`: q·k / sqrt(D) [B,H,T,S] when the caller has them (attention's own); from q and k
+    otherwise."""
     table = table[: k.shape[1] + 1]  # p_ij <= i - j + 1 <= S: larger counts are never read
-    positions = jnp.minimum(cope_positions(q, k, q_pos, k_pos), table.shape[0] - 1)  # [B,H,T,S]
+    logits = gate_logits(q, k) if logits is None else logits
     qh = jnp.transpose(q.astype(jnp.float32), (0, 2, 1, 3))  # [B,H,T,D]; 2-D matmul, as in model.layers.Dense
     b, h, t, d = qh.shape
     z = (qh.reshape(-1, d) @ table.T).reshape(b, h, t, -1)  # [B,H,T,npos], q_i · e[n]
-    return interpolate_logits(z, positions) / math.sqrt(q.shape[-1])  # [B,H,T,S]
+    return counted_bias(logits, z, 1 / math.sqrt(d))  # [B,H,T,S]
 
 
 @POSITIONAL.register("cope")
@@ -113,7 +193,7 @@ class CoPE(PositionalEncoding):
         init = nnx.initializers.normal(stddev=init_stddev)
         self.table = nnx.Param(init(rngs.params(), (dims.num_layers, npos, dims.head_dim), jnp.float32))
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         if q is None or k is None:
             raise ValueError("cope: the bias hook needs q and k (the gates are q·k)")
-        return cope_bias(q, k, q_pos, k_pos, self.table[...][layer])  # [B,H,T,S]
+        return cope_bias(q, k, self.table[...][layer], logits)  # [B,H,T,S]

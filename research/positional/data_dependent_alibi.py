@@ -92,7 +92,7 @@ class DataDependentALiBi(PositionalEncoding):
         self.w = nnx.Param(init(rngs.params(), (*shape, dims.head_dim), jnp.float32))  # [L,H,D]
         self.b = nnx.Param(jnp.full(shape, config.bias_init, jnp.float32))  # [L,H]
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         if k is None:
             raise ValueError("data_dependent_alibi: the bias hook needs k (the gate reads the keys)")
         log_gates = forget_log_gates(k, self.w[...][layer], self.b[...][layer])  # [B,S,H]

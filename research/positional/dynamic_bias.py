@@ -103,6 +103,6 @@ class DynamicBias(PositionalEncoding):
             bs.append(nnx.Param(jax.random.uniform(rngs.params(), (fan_out,), jnp.float32, -bound, bound)))
         self.weights, self.biases = nnx.List(ws), nnx.List(bs)
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         layers = [(w[...], b[...]) for w, b in zip(self.weights, self.biases)]
         return dynamic_position_bias(q_pos, k_pos, layers, self.log_distance)  # [B,H,T,S]

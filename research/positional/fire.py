@@ -115,7 +115,7 @@ class Fire(PositionalEncoding):
         self.w2 = nnx.Param(_torch_linear_init(rngs.params(), (n, w, h), w))  # [L,W,H]
         self.b2 = nnx.Param(_torch_linear_init(rngs.params(), (n, h), w))  # [L,H]
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         threshold = jnp.abs(self.l_mult[...][layer] * self.init_l)
         weights = (self.w1, self.b1, self.w2, self.b2)
         w1, b1, w2, b2 = (p[...][layer] for p in weights)

@@ -102,5 +102,5 @@ class Kerple(PositionalEncoding):
         r1 = straight_through_clip(self.r1[...][layer], self.eps)
         return r1, straight_through_clip(self.r2[...][layer], self.eps, r2_max)
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         return KERNELS[self.variant][0](q_pos, k_pos, *self.kernel_params(layer))  # [B,H,T,S]

@@ -87,5 +87,7 @@ class PerLayer(PositionalEncoding):
     def rotate(self, q, k, q_pos, k_pos, *, layer: int):
         return self._member(layer).rotate(q, k, q_pos, k_pos, layer=layer)  # [B,T,H,D], [B,S,K,D]
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
-        return self._member(layer).bias(q_pos, k_pos, layer=layer, q=q, k=k)  # [B|1,H,T,S] or None
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
+        return self._member(layer).bias(
+            q_pos, k_pos, layer=layer, q=q, k=k, logits=logits
+        )  # [B|1,H,T,S] or None

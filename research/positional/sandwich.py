@@ -86,5 +86,5 @@ class Sandwich(PositionalEncoding):
     def __init__(self, *, num_heads: int, dim: int, base: float):
         self.num_heads, self.dim, self.base = num_heads, dim, base
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         return sandwich_bias(q_pos, k_pos, self.num_heads, self.dim, self.base)  # [B,H,T,S]

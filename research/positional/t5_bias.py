@@ -90,7 +90,7 @@ class T5Bias(PositionalEncoding):
         init = nnx.initializers.normal(stddev=0.02)
         self.table = nnx.Param(init(rngs.params(), (config.num_buckets, num_heads), jnp.float32))  # [nb,H]
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         rel = k_pos[:, None, :] - q_pos[:, :, None]  # [B,T,S]
         buckets = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
         values = jnp.take(self.table[...], buckets, axis=0)  # [B,T,S,H]

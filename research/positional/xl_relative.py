@@ -169,7 +169,7 @@ class XLRelative(PositionalEncoding):
         shape = (dims.num_layers, rel_dim, h, d)
         self.w_r = nnx.Param(init(rngs.params(), shape, jnp.float32))  # [L,d_R,H,D]
 
-    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None):
+    def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
         if q is None or k is None:
             raise ValueError("xl_relative: the bias hook needs q and k")
         w_r = self.w_r[...][layer]  # [d_R,H,D]

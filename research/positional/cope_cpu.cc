@@ -1,0 +1,264 @@
+// CoPE's counts and their interpolation, fused into one pass over the [B,H,T,S] logits, for XLA's CPU backend
+// (an XLA FFI custom call; research/positional/cope.py: `interpolate_counts`, research/native.py builds it).
+//
+// For one row of gate logits l_j (query i against keys j < S; the queries are the last T of the S keys, so
+// key j is visible iff j <= i + S - T):
+//   g_j = sigmoid(l_j) if visible else 0,   p_j = min(sum_{t >= j} g_t, N - 1)
+//   bias_j = scale * (z[lo] + (p_j - lo) * (z[lo + 1] - z[lo])),   lo = floor(p_j), z[N] read as z[N - 1]
+// The backward pass takes d bias and returns d logits (through the reverse cumulative sum and the sigmoid) and
+// d z (the interpolation weights scattered into the row's N values). Same equations as the jnp path in cope.py;
+// tests/test_native.py checks the two against each other, values and gradients.
+//
+// XLA's CPU backend runs these as separate passes over [B,H,T,S] arrays: a sigmoid, a reverse cumulative sum
+// lowered to blocked reduce-windows, a gather and, backward, a scatter-add that runs element by element. Here each
+// row stays in the L1 cache from the sigmoid to the interpolation.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kLanes = 4;  // rows advanced together in the sequential sums: independent add chains
+
+struct Shape {
+  int64_t rows, T, S, N;  // rows = the product of every axis but the last (all queries of all heads)
+};
+
+ffi::Error ShapeOf(ffi::AnyBuffer::Dimensions logits, ffi::AnyBuffer::Dimensions z, Shape* shape) {
+  const int64_t rank = logits.size();
+  if (rank < 2 || static_cast<int64_t>(z.size()) != rank) {
+    return ffi::Error::InvalidArgument("cope: logits [...,T,S] and z [...,T,N] must have the same rank >= 2");
+  }
+  int64_t rows = 1;
+  for (int64_t a = 0; a + 1 < rank; ++a) {
+    if (logits[a] != z[a]) return ffi::Error::InvalidArgument("cope: logits and z differ in a leading axis");
+    rows *= logits[a];
+  }
+  *shape = {rows, logits[rank - 2], logits[rank - 1], z[rank - 1]};
+  if (shape->N < 2) return ffi::Error::InvalidArgument("cope: z needs at least 2 values per row");
+  return ffi::Error::Success();
+}
+
+// The number of keys row r sees.
+inline int64_t Visible(int64_t r, const Shape& s) { return std::min(s.S, r % s.T + s.S - s.T + 1); }
+
+// Reverse cumulative sums of `lanes` consecutive rows of length S, in place of `out` (which may be `in`).
+inline void ReverseCumsum(const float* in, float* out, int64_t lanes, int64_t S) {
+  if (lanes == kLanes) {
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int64_t j = S - 1; j >= 0; --j) {
+      a0 += in[j];
+      a1 += in[S + j];
+      a2 += in[2 * S + j];
+      a3 += in[3 * S + j];
+      out[j] = a0;
+      out[S + j] = a1;
+      out[2 * S + j] = a2;
+      out[3 * S + j] = a3;
+    }
+    return;
+  }
+  for (int64_t a = 0; a < lanes; ++a) {
+    float acc = 0;
+    for (int64_t j = S - 1; j >= 0; --j) {
+      acc += in[a * S + j];
+      out[a * S + j] = acc;
+    }
+  }
+}
+
+// Forward cumulative sums, likewise.
+inline void Cumsum(float* x, int64_t lanes, int64_t S) {
+  if (lanes == kLanes) {
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int64_t j = 0; j < S; ++j) {
+      a0 += x[j];
+      a1 += x[S + j];
+      a2 += x[2 * S + j];
+      a3 += x[3 * S + j];
+      x[j] = a0;
+      x[S + j] = a1;
+      x[2 * S + j] = a2;
+      x[3 * S + j] = a3;
+    }
+    return;
+  }
+  for (int64_t a = 0; a < lanes; ++a) {
+    float acc = 0;
+    for (int64_t j = 0; j < S; ++j) {
+      acc += x[a * S + j];
+      x[a * S + j] = acc;
+    }
+  }
+}
+
+// Rows [r0, r1) of the forward pass (see the top of the file).
+void ForwardRows(const Shape& s, const float* __restrict L, const float* __restrict Z, float scale,
+                 float* __restrict B, float* __restrict G, float* __restrict P, int64_t r0, int64_t r1) {
+  const float top = static_cast<float>(s.N - 1);
+  const int32_t last = static_cast<int32_t>(s.N - 1);
+  for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
+    const int64_t lanes = std::min(kLanes, r1 - q0);
+    for (int64_t r = q0; r < q0 + lanes; ++r) {
+      const int64_t visible = Visible(r, s);
+      const float* __restrict l = L + r * s.S;
+      float* __restrict g = G + r * s.S;
+      for (int64_t j = 0; j < visible; ++j) g[j] = 1.0f / (1.0f + std::exp(-l[j]));
+      for (int64_t j = visible; j < s.S; ++j) g[j] = 0.0f;
+    }
+    ReverseCumsum(G + q0 * s.S, P + q0 * s.S, lanes, s.S);
+    for (int64_t r = q0; r < q0 + lanes; ++r) {
+      const float* __restrict zr = Z + r * s.N;
+      float* __restrict p = P + r * s.S;
+      float* __restrict b = B + r * s.S;
+      for (int64_t j = 0; j < s.S; ++j) {
+        const float pj = std::min(p[j], top);
+        const int32_t lo = static_cast<int32_t>(pj);
+        const int32_t hi = std::min(lo + 1, last);
+        const float zlo = zr[lo];
+        p[j] = pj;
+        b[j] = scale * (zlo + (pj - static_cast<float>(lo)) * (zr[hi] - zlo));
+      }
+    }
+  }
+}
+
+// Rows [r0, r1) of the backward pass.
+void BackwardRows(const Shape& s, const float* __restrict D, const float* __restrict Z, const float* __restrict G,
+                  const float* __restrict P, float scale, float* __restrict DL, float* __restrict DZ, int64_t r0,
+                  int64_t r1) {
+  const int32_t last = static_cast<int32_t>(s.N - 1);
+  for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
+    const int64_t lanes = std::min(kLanes, r1 - q0);
+    for (int64_t r = q0; r < q0 + lanes; ++r) std::memset(DZ + r * s.N, 0, sizeof(float) * s.N);
+    if (lanes == kLanes) {  // four rows' scatter-adds interleaved: independent chains through memory
+      const float* d = D + q0 * s.S;
+      const float* p = P + q0 * s.S;
+      float* dz = DZ + q0 * s.N;
+      for (int64_t j = 0; j < s.S; ++j) {
+        for (int64_t a = 0; a < kLanes; ++a) {
+          const float pj = p[a * s.S + j];
+          const int32_t lo = static_cast<int32_t>(pj);
+          const int32_t hi = std::min(lo + 1, last);
+          const float w = pj - static_cast<float>(lo);  // 0 at the top row N - 1 (and wherever p clamps)
+          const float dj = scale * d[a * s.S + j];
+          dz[a * s.N + lo] += dj - w * dj;
+          dz[a * s.N + hi] += w * dj;
+        }
+      }
+    } else {
+      for (int64_t r = q0; r < q0 + lanes; ++r) {
+        for (int64_t j = 0; j < s.S; ++j) {
+          const float pj = P[r * s.S + j];
+          const int32_t lo = static_cast<int32_t>(pj);
+          const int32_t hi = std::min(lo + 1, last);
+          const float w = pj - static_cast<float>(lo);
+          const float dj = scale * D[r * s.S + j];
+          DZ[r * s.N + lo] += dj - w * dj;
+          DZ[r * s.N + hi] += w * dj;
+        }
+      }
+    }
+    for (int64_t r = q0; r < q0 + lanes; ++r) {
+      const float* __restrict d = D + r * s.S;
+      const float* __restrict zr = Z + r * s.N;
+      const float* __restrict p = P + r * s.S;
+      float* __restrict dp = DL + r * s.S;  // d positions first, turned into d logits below
+      for (int64_t j = 0; j < s.S; ++j) {
+        const int32_t lo = static_cast<int32_t>(p[j]);
+        const int32_t hi = std::min(lo + 1, last);
+        dp[j] = scale * d[j] * (zr[hi] - zr[lo]);  // 0 at the top row: a clamped count has no gradient
+      }
+    }
+    Cumsum(DL + q0 * s.S, lanes, s.S);  // d g_t = sum_{j <= t} d p_j
+    for (int64_t r = q0; r < q0 + lanes; ++r) {
+      const int64_t visible = Visible(r, s);
+      const float* __restrict g = G + r * s.S;
+      float* __restrict dl = DL + r * s.S;
+      for (int64_t t = 0; t < visible; ++t) dl[t] *= g[t] * (1.0f - g[t]);
+      for (int64_t t = visible; t < s.S; ++t) dl[t] = 0.0f;
+    }
+  }
+}
+
+// Runs body(r0, r1) over [0, rows) in chunks of `chunk` rows, on the calling thread and on the other threads of
+// XLA's CPU pool. The caller takes chunks too and waits only for chunks a helper has claimed, so it never waits on
+// a helper that has not started (the pool's threads may all be busy): a helper that starts late finds no chunk
+// left and returns without touching the buffers. The shared state lives as long as the last helper.
+template <typename Body>
+void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t chunk, const Body& body) {
+  struct Work {
+    std::atomic<int64_t> next{0}, finished{0};
+    int64_t chunks = 0;
+  };
+  auto work = std::make_shared<Work>();
+  work->chunks = (rows + chunk - 1) / chunk;
+  auto run = [work, rows, chunk, body]() {
+    for (int64_t c; (c = work->next.fetch_add(1)) < work->chunks;) {
+      body(c * chunk, std::min(rows, (c + 1) * chunk));
+      work->finished.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, work->chunks - 1);
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(run)(run));  // each helper owns a copy
+  run();
+  while (work->finished.load(std::memory_order_acquire) < work->chunks) std::this_thread::yield();
+}
+
+constexpr int64_t kChunkRows = 256;  // a multiple of kLanes
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::Buffer<ffi::F32> z, float scale,
+                   ffi::ResultBuffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> gates,
+                   ffi::ResultBuffer<ffi::F32> positions) {
+  Shape s;
+  if (ffi::Error e = ShapeOf(logits.dimensions(), z.dimensions(), &s); e.failure()) return e;
+  const float *L = logits.typed_data(), *Z = z.typed_data();
+  float *B = bias->typed_data(), *G = gates->typed_data(), *P = positions->typed_data();
+  ParallelRows(pool, s.rows, kChunkRows,
+               [=](int64_t r0, int64_t r1) { ForwardRows(s, L, Z, scale, B, G, P, r0, r1); });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dbias, ffi::Buffer<ffi::F32> z,
+                    ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> positions, float scale,
+                    ffi::ResultBuffer<ffi::F32> dlogits, ffi::ResultBuffer<ffi::F32> dz) {
+  Shape s;
+  if (ffi::Error e = ShapeOf(dbias.dimensions(), z.dimensions(), &s); e.failure()) return e;
+  const float *D = dbias.typed_data(), *Z = z.typed_data(), *G = gates.typed_data(), *P = positions.typed_data();
+  float *DL = dlogits->typed_data(), *DZ = dz->typed_data();
+  ParallelRows(pool, s.rows, kChunkRows,
+               [=](int64_t r0, int64_t r1) { BackwardRows(s, D, Z, G, P, scale, DL, DZ, r0, r1); });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(research_cope_forward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gate logits [...,T,S]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // z [...,T,N]
+                                  .Attr<float>("scale")
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // bias [...,T,S]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gates [...,T,S] (for the backward)
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // clamped counts [...,T,S] (likewise)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(research_cope_backward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d bias [...,T,S]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // z
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gates
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // clamped counts
+                                  .Attr<float>("scale")
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d logits [...,T,S]
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // d z [...,T,N]
