@@ -51,83 +51,91 @@ ffi::Error ShapeOf(ffi::AnyBuffer::Dimensions logits, ffi::AnyBuffer::Dimensions
 // The number of keys row r sees.
 inline int64_t Visible(int64_t r, const Shape& s) { return std::min(s.S, r % s.T + s.S - s.T + 1); }
 
-// Reverse cumulative sums of `lanes` consecutive rows of length S, in place of `out` (which may be `in`).
-inline void ReverseCumsum(const float* in, float* out, int64_t lanes, int64_t S) {
+// Reverse cumulative sums over [0, n) of `lanes` rows `stride` apart, clamped to `top` on output (the running
+// sums are not clamped). Four rows advance together: independent add chains.
+inline void ReverseCumsum(const float* in, float* out, int64_t lanes, int64_t stride, int64_t n, float top) {
   if (lanes == kLanes) {
+    const float *i0 = in, *i1 = in + stride, *i2 = in + 2 * stride, *i3 = in + 3 * stride;
+    float *o0 = out, *o1 = out + stride, *o2 = out + 2 * stride, *o3 = out + 3 * stride;
     float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (int64_t j = S - 1; j >= 0; --j) {
-      a0 += in[j];
-      a1 += in[S + j];
-      a2 += in[2 * S + j];
-      a3 += in[3 * S + j];
-      out[j] = a0;
-      out[S + j] = a1;
-      out[2 * S + j] = a2;
-      out[3 * S + j] = a3;
+    for (int64_t j = n - 1; j >= 0; --j) {
+      a0 += i0[j];
+      a1 += i1[j];
+      a2 += i2[j];
+      a3 += i3[j];
+      o0[j] = std::min(a0, top);
+      o1[j] = std::min(a1, top);
+      o2[j] = std::min(a2, top);
+      o3[j] = std::min(a3, top);
     }
     return;
   }
   for (int64_t a = 0; a < lanes; ++a) {
     float acc = 0;
-    for (int64_t j = S - 1; j >= 0; --j) {
-      acc += in[a * S + j];
-      out[a * S + j] = acc;
+    for (int64_t j = n - 1; j >= 0; --j) {
+      acc += in[a * stride + j];
+      out[a * stride + j] = std::min(acc, top);
     }
   }
 }
 
-// Forward cumulative sums, likewise.
-inline void Cumsum(float* x, int64_t lanes, int64_t S) {
+// Forward cumulative sums over [0, n), in place, likewise.
+inline void Cumsum(float* x, int64_t lanes, int64_t stride, int64_t n) {
   if (lanes == kLanes) {
+    float *x0 = x, *x1 = x + stride, *x2 = x + 2 * stride, *x3 = x + 3 * stride;
     float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (int64_t j = 0; j < S; ++j) {
-      a0 += x[j];
-      a1 += x[S + j];
-      a2 += x[2 * S + j];
-      a3 += x[3 * S + j];
-      x[j] = a0;
-      x[S + j] = a1;
-      x[2 * S + j] = a2;
-      x[3 * S + j] = a3;
+    for (int64_t j = 0; j < n; ++j) {
+      a0 += x0[j];
+      a1 += x1[j];
+      a2 += x2[j];
+      a3 += x3[j];
+      x0[j] = a0;
+      x1[j] = a1;
+      x2[j] = a2;
+      x3[j] = a3;
     }
     return;
   }
   for (int64_t a = 0; a < lanes; ++a) {
     float acc = 0;
-    for (int64_t j = 0; j < S; ++j) {
-      acc += x[a * S + j];
-      x[a * S + j] = acc;
+    for (int64_t j = 0; j < n; ++j) {
+      acc += x[a * stride + j];
+      x[a * stride + j] = acc;
     }
   }
 }
 
-// Rows [r0, r1) of the forward pass (see the top of the file).
+// Rows [r0, r1) of the forward pass (see the top of the file). Keys past a row's visible ones have gate 0 and
+// count 0, so their bias is scale * z[0]; only the visible ones are summed and interpolated.
 void ForwardRows(const Shape& s, const float* __restrict L, const float* __restrict Z, float scale,
                  float* __restrict B, float* __restrict G, float* __restrict P, int64_t r0, int64_t r1) {
   const float top = static_cast<float>(s.N - 1);
   const int32_t last = static_cast<int32_t>(s.N - 1);
   for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
     const int64_t lanes = std::min(kLanes, r1 - q0);
+    int64_t most = 0;  // the most keys any of these rows sees
     for (int64_t r = q0; r < q0 + lanes; ++r) {
       const int64_t visible = Visible(r, s);
       const float* __restrict l = L + r * s.S;
       float* __restrict g = G + r * s.S;
       for (int64_t j = 0; j < visible; ++j) g[j] = 1.0f / (1.0f + std::exp(-l[j]));
-      for (int64_t j = visible; j < s.S; ++j) g[j] = 0.0f;
+      std::fill(g + visible, g + s.S, 0.0f);
+      std::fill(P + r * s.S + visible, P + (r + 1) * s.S, 0.0f);
+      most = std::max(most, visible);
     }
-    ReverseCumsum(G + q0 * s.S, P + q0 * s.S, lanes, s.S);
+    ReverseCumsum(G + q0 * s.S, P + q0 * s.S, lanes, s.S, most, top);
     for (int64_t r = q0; r < q0 + lanes; ++r) {
+      const int64_t visible = Visible(r, s);
       const float* __restrict zr = Z + r * s.N;
-      float* __restrict p = P + r * s.S;
+      const float* __restrict p = P + r * s.S;
       float* __restrict b = B + r * s.S;
-      for (int64_t j = 0; j < s.S; ++j) {
-        const float pj = std::min(p[j], top);
-        const int32_t lo = static_cast<int32_t>(pj);
+      for (int64_t j = 0; j < visible; ++j) {
+        const int32_t lo = static_cast<int32_t>(p[j]);
         const int32_t hi = std::min(lo + 1, last);
         const float zlo = zr[lo];
-        p[j] = pj;
-        b[j] = scale * (zlo + (pj - static_cast<float>(lo)) * (zr[hi] - zlo));
+        b[j] = scale * (zlo + (p[j] - static_cast<float>(lo)) * (zr[hi] - zlo));
       }
+      std::fill(b + visible, b + s.S, scale * zr[0]);
     }
   }
 }
@@ -139,53 +147,41 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
   const int32_t last = static_cast<int32_t>(s.N - 1);
   for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
     const int64_t lanes = std::min(kLanes, r1 - q0);
-    for (int64_t r = q0; r < q0 + lanes; ++r) std::memset(DZ + r * s.N, 0, sizeof(float) * s.N);
-    if (lanes == kLanes) {  // four rows' scatter-adds interleaved: independent chains through memory
-      const float* d = D + q0 * s.S;
-      const float* p = P + q0 * s.S;
-      float* dz = DZ + q0 * s.N;
-      for (int64_t j = 0; j < s.S; ++j) {
-        for (int64_t a = 0; a < kLanes; ++a) {
-          const float pj = p[a * s.S + j];
-          const int32_t lo = static_cast<int32_t>(pj);
-          const int32_t hi = std::min(lo + 1, last);
-          const float w = pj - static_cast<float>(lo);  // 0 at the top row N - 1 (and wherever p clamps)
-          const float dj = scale * d[a * s.S + j];
-          dz[a * s.N + lo] += dj - w * dj;
-          dz[a * s.N + hi] += w * dj;
-        }
-      }
-    } else {
-      for (int64_t r = q0; r < q0 + lanes; ++r) {
-        for (int64_t j = 0; j < s.S; ++j) {
-          const float pj = P[r * s.S + j];
-          const int32_t lo = static_cast<int32_t>(pj);
-          const int32_t hi = std::min(lo + 1, last);
-          const float w = pj - static_cast<float>(lo);
-          const float dj = scale * D[r * s.S + j];
-          DZ[r * s.N + lo] += dj - w * dj;
-          DZ[r * s.N + hi] += w * dj;
-        }
-      }
-    }
+    int64_t most = 0;
     for (int64_t r = q0; r < q0 + lanes; ++r) {
+      const int64_t visible = Visible(r, s);
       const float* __restrict d = D + r * s.S;
       const float* __restrict zr = Z + r * s.N;
       const float* __restrict p = P + r * s.S;
-      float* __restrict dp = DL + r * s.S;  // d positions first, turned into d logits below
-      for (int64_t j = 0; j < s.S; ++j) {
+      float* __restrict dp = DL + r * s.S;  // d counts first, turned into d logits below
+      float* __restrict dzr = DZ + r * s.N;
+      std::fill(dzr, dzr + s.N, 0.0f);
+      float masked = 0;  // keys past the visible ones read z[0] with weight 1
+      for (int64_t j = visible; j < s.S; ++j) masked += d[j];
+      dzr[0] = scale * masked;
+      for (int64_t j = 0; j < visible; ++j) {
         const int32_t lo = static_cast<int32_t>(p[j]);
         const int32_t hi = std::min(lo + 1, last);
         dp[j] = scale * d[j] * (zr[hi] - zr[lo]);  // 0 at the top row: a clamped count has no gradient
       }
+      for (int64_t j = 0; j < visible; ++j) {
+        const int32_t lo = static_cast<int32_t>(p[j]);
+        const int32_t hi = std::min(lo + 1, last);
+        const float w = p[j] - static_cast<float>(lo);  // 0 at the top row N - 1 (and wherever p clamps)
+        const float dj = scale * d[j];
+        dzr[lo] += dj - w * dj;
+        dzr[hi] += w * dj;
+      }
+      std::fill(dp + visible, dp + s.S, 0.0f);
+      most = std::max(most, visible);
     }
-    Cumsum(DL + q0 * s.S, lanes, s.S);  // d g_t = sum_{j <= t} d p_j
+    Cumsum(DL + q0 * s.S, lanes, s.S, most);  // d g_t = sum_{j <= t} d p_j
     for (int64_t r = q0; r < q0 + lanes; ++r) {
       const int64_t visible = Visible(r, s);
       const float* __restrict g = G + r * s.S;
       float* __restrict dl = DL + r * s.S;
       for (int64_t t = 0; t < visible; ++t) dl[t] *= g[t] * (1.0f - g[t]);
-      for (int64_t t = visible; t < s.S; ++t) dl[t] = 0.0f;
+      std::fill(dl + visible, dl + s.S, 0.0f);
     }
   }
 }
