@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -172,7 +173,7 @@ def rowwise(target: str, result_like: tuple[int, ...], rule: str, replicated: tu
         @run.def_vmap
         def _(axis_size, batched, *operands):
             operands = [
-                x if b else jax.numpy.broadcast_to(x, (axis_size, *x.shape))
+                x if b else jnp.broadcast_to(x, (axis_size, *x.shape))
                 for x, b in zip(operands, batched)
             ]
             return run(*operands), (True,) * len(result_like)

@@ -162,13 +162,10 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
       for (int64_t j = 0; j < visible; ++j) {
         const int32_t lo = static_cast<int32_t>(p[j]);
         const int32_t hi = std::min(lo + 1, last);
-        dp[j] = scale * d[j] * (zr[hi] - zr[lo]);  // 0 at the top row: a clamped count has no gradient
-      }
-      for (int64_t j = 0; j < visible; ++j) {
-        const int32_t lo = static_cast<int32_t>(p[j]);
-        const int32_t hi = std::min(lo + 1, last);
         const float w = p[j] - static_cast<float>(lo);  // 0 at the top row N - 1 (and wherever p clamps)
         const float dj = scale * d[j];
+        const float zlo = zr[lo], zhi = zr[hi];
+        dp[j] = dj * (zhi - zlo);  // 0 at the top row: a clamped count has no gradient
         dzr[lo] += dj - w * dj;
         dzr[hi] += w * dj;
       }
