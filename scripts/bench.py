@@ -28,11 +28,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--steps",
         type=int,
-        default=12,
+        default=24,
         help="timed steps per scheme after warm-up, split over the rounds (median)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3,
+        "--rounds", type=int, default=6,
         help="every scheme is compiled first, then timed in this many interleaved rounds; the ratio to nope is the "
         "median over rounds of the ratio within a round, so drift of the machine's speed cancels",
     )  # fmt: skip

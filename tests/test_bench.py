@@ -24,6 +24,8 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "rope",
         "--steps",
         "2",
+        "--rounds",
+        "3",
         "--warmup",
         "1",
         "--json",

@@ -17,10 +17,11 @@ Conventions / deviations (checked against the official code, facebookresearch/RA
   returned here is therefore q_i · e[p_ij] / sqrt(D), added after the attention's own 1/sqrt(D).
 - The gates use q and k as the hook receives them (after any rotation of a composite scheme); under grouped-query
   attention head h reads kv head h // (H/K). Inside the model they are attention's own logits (the hook's
-  `logits=`), as in the official code, which computes the gates from the attention logits; so q·k is computed and
-  differentiated once (interleaved A/B on the reference config: cope/nope 1.28 -> 1.20). The reverse cumulative sum runs over visible keys only (by index,
-  like attention's mask: padding slots that repeat a position never count), as the code multiplies the gates by
-  the mask.
+  `logits=`; under bfloat16 training, at the precision of attention's q·k), as in the official code, which
+  computes the gates from the attention logits; so q·k is computed and differentiated once (interleaved A/B on
+  the reference config: cope/nope 1.28 -> 1.20). The reverse cumulative sum runs over visible keys only (by
+  index, like attention's mask: padding slots that repeat a position never count), as the code multiplies the
+  gates by the mask.
 - One table [npos, D] per layer, shared by all heads (the code's `pos_emb` [1, D, npos], `--cope-shared` off);
   npos defaults to the training length + 1 (the code's block_size + 1: position 0 .. T are possible). Longer
   contexts clamp p to npos - 1.
