@@ -173,8 +173,7 @@ def rowwise(target: str, result_like: tuple[int, ...], rule: str, replicated: tu
         @run.def_vmap
         def _(axis_size, batched, *operands):
             operands = [
-                x if b else jnp.broadcast_to(x, (axis_size, *x.shape))
-                for x, b in zip(operands, batched)
+                x if b else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, b in zip(operands, batched)
             ]
             return run(*operands), (True,) * len(result_like)
 

@@ -217,3 +217,19 @@ def test_switched_off_or_without_a_compiler_nothing_is_built(tmp_path, monkeypat
     assert native.state() == "off: no C++ compiler"
     assert native.load(source, cope._TARGETS) is False
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_nan_row_neither_crashes_nor_touches_other_rows():
+    """A diverged run's NaN or infinite gate logits must not read outside the table (a crash, not a NaN loss);
+    rows without them are computed as before."""
+    logits, z = _inputs((2, 3), 8, 16, 17)
+    bad = logits.copy()
+    bad[0, 1, 5, :7] = np.nan
+    bad[1, 2, 3, 2] = np.inf
+    bad[1, 0, 7, 4] = -np.inf
+    grad = jax.jit(jax.grad(lambda x, z: jnp.sum(cope.counted_bias(x, z, 0.5) ** 2), argnums=(0, 1)))
+    clean, broken = grad(logits, z), grad(bad, z)
+    rows = np.ones(logits.shape[:-1], bool)
+    rows[0, 1, 5] = rows[1, 2, 3] = rows[1, 0, 7] = False
+    np.testing.assert_array_equal(broken[0][rows], clean[0][rows])
+    np.testing.assert_array_equal(broken[1][rows], clean[1][rows])

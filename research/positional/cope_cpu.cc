@@ -1,5 +1,5 @@
 // CoPE's counts and their interpolation, fused into one pass over the [B,H,T,S] logits, for XLA's CPU backend
-// (an XLA FFI custom call; research/positional/cope.py: `interpolate_counts`, research/native.py builds it).
+// (an XLA FFI custom call; research/positional/cope.py: `counted_bias`, research/native.py builds it).
 //
 // For one row of gate logits l_j (query i against keys j < S; the queries are the last T of the S keys, so
 // key j is visible iff j <= i + S - T):
@@ -47,6 +47,10 @@ ffi::Error ShapeOf(ffi::AnyBuffer::Dimensions logits, ffi::AnyBuffer::Dimensions
   if (shape->N < 2) return ffi::Error::InvalidArgument("cope: z needs at least 2 values per row");
   return ffi::Error::Success();
 }
+
+// floor(p) as an index in [0, last]. The integer clamp keeps a NaN or infinite count (a diverged run) from
+// reading outside the row: the output is then NaN, as on the jnp path, instead of a crash.
+inline int32_t Floor(float p, int32_t last) { return std::clamp(static_cast<int32_t>(p), 0, last); }
 
 // The number of keys row r sees.
 inline int64_t Visible(int64_t r, const Shape& s) { return std::min(s.S, r % s.T + s.S - s.T + 1); }
@@ -130,7 +134,7 @@ void ForwardRows(const Shape& s, const float* __restrict L, const float* __restr
       const float* __restrict p = P + r * s.S;
       float* __restrict b = B + r * s.S;
       for (int64_t j = 0; j < visible; ++j) {
-        const int32_t lo = static_cast<int32_t>(p[j]);
+        const int32_t lo = Floor(p[j], last);
         const int32_t hi = std::min(lo + 1, last);
         const float zlo = zr[lo];
         b[j] = scale * (zlo + (p[j] - static_cast<float>(lo)) * (zr[hi] - zlo));
@@ -160,7 +164,7 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
       for (int64_t j = visible; j < s.S; ++j) masked += d[j];
       dzr[0] = scale * masked;
       for (int64_t j = 0; j < visible; ++j) {
-        const int32_t lo = static_cast<int32_t>(p[j]);
+        const int32_t lo = Floor(p[j], last);
         const int32_t hi = std::min(lo + 1, last);
         const float w = p[j] - static_cast<float>(lo);  // 0 at the top row N - 1 (and wherever p clamps)
         const float dj = scale * d[j];
