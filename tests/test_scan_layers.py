@@ -47,7 +47,7 @@ def test_scan_equals_loop(scheme):
     def loss(model):
         return jnp.mean(model(tokens, pos) ** 2)
 
-    g_loop, g_scan = nnx.grad(loss)(loop), nnx.grad(loss)(scan)
+    g_loop, g_scan = nnx.jit(nnx.grad(loss))(loop), nnx.jit(nnx.grad(loss))(scan)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[g_loop.blocks[i] for i in range(3)])
     for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(g_scan.blocks)):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
