@@ -67,7 +67,10 @@ def test_fused_equals_plain(embedding, chunk, masked):
         m = nnx.merge(graphdef, p)
         return fused_mean_nll(m.embedding, m.features(tokens, pos), targets, mask, chunk=chunk)
 
-    (lp, gp), (lf, gf) = jax.jit(jax.value_and_grad(plain))(params), jax.jit(jax.value_and_grad(fused))(params)
+    (lp, gp), (lf, gf) = (
+        jax.jit(jax.value_and_grad(plain))(params),
+        jax.jit(jax.value_and_grad(fused))(params),
+    )
     ref = numpy_mean_nll(model(tokens, pos), targets, np.ones((B, T)) if mask is None else np.asarray(mask))
     np.testing.assert_allclose(float(lf), ref, rtol=1e-6)
     np.testing.assert_allclose(float(lf), float(lp), rtol=1e-6)
