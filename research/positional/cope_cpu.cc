@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -55,58 +56,25 @@ inline int32_t Floor(float p, int32_t last) { return std::clamp(static_cast<int3
 // The number of keys row r sees.
 inline int64_t Visible(int64_t r, const Shape& s) { return std::min(s.S, r % s.T + s.S - s.T + 1); }
 
-// Reverse cumulative sums over [0, n) of `lanes` rows `stride` apart, clamped to `top` on output (the running
-// sums are not clamped). Four rows advance together: independent add chains.
-inline void ReverseCumsum(const float* in, float* out, int64_t lanes, int64_t stride, int64_t n, float top) {
-  if (lanes == kLanes) {
-    const float *i0 = in, *i1 = in + stride, *i2 = in + 2 * stride, *i3 = in + 3 * stride;
-    float *o0 = out, *o1 = out + stride, *o2 = out + 2 * stride, *o3 = out + 3 * stride;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (int64_t j = n - 1; j >= 0; --j) {
-      a0 += i0[j];
-      a1 += i1[j];
-      a2 += i2[j];
-      a3 += i3[j];
-      o0[j] = std::min(a0, top);
-      o1[j] = std::min(a1, top);
-      o2[j] = std::min(a2, top);
-      o3[j] = std::min(a3, top);
-    }
-    return;
-  }
-  for (int64_t a = 0; a < lanes; ++a) {
-    float acc = 0;
-    for (int64_t j = n - 1; j >= 0; --j) {
-      acc += in[a * stride + j];
-      out[a * stride + j] = std::min(acc, top);
+// Cumulative sums over [0, n) of L rows `stride` apart (from the end when kReverse), clamped to `top` on output
+// (the running sums are not clamped). `out` may be `in`. The L rows advance together: independent add chains.
+template <bool kReverse, int L>
+inline void ScanLanes(const float* in, float* out, int64_t stride, int64_t n, float top) {
+  float acc[L] = {};
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t j = kReverse ? n - 1 - k : k;
+    for (int a = 0; a < L; ++a) {
+      acc[a] += in[a * stride + j];
+      out[a * stride + j] = std::min(acc[a], top);
     }
   }
 }
 
-// Forward cumulative sums over [0, n), in place, likewise.
-inline void Cumsum(float* x, int64_t lanes, int64_t stride, int64_t n) {
-  if (lanes == kLanes) {
-    float *x0 = x, *x1 = x + stride, *x2 = x + 2 * stride, *x3 = x + 3 * stride;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      a0 += x0[j];
-      a1 += x1[j];
-      a2 += x2[j];
-      a3 += x3[j];
-      x0[j] = a0;
-      x1[j] = a1;
-      x2[j] = a2;
-      x3[j] = a3;
-    }
-    return;
-  }
-  for (int64_t a = 0; a < lanes; ++a) {
-    float acc = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      acc += x[a * stride + j];
-      x[a * stride + j] = acc;
-    }
-  }
+template <bool kReverse>
+inline void Scan(const float* in, float* out, int64_t lanes, int64_t stride, int64_t n,
+                 float top = std::numeric_limits<float>::max()) {
+  if (lanes == kLanes) return ScanLanes<kReverse, kLanes>(in, out, stride, n, top);
+  for (int64_t a = 0; a < lanes; ++a) ScanLanes<kReverse, 1>(in + a * stride, out + a * stride, stride, n, top);
 }
 
 // Rows [r0, r1) of the forward pass (see the top of the file). Keys past a row's visible ones have gate 0 and
@@ -127,7 +95,7 @@ void ForwardRows(const Shape& s, const float* __restrict L, const float* __restr
       std::fill(P + r * s.S + visible, P + (r + 1) * s.S, 0.0f);
       most = std::max(most, visible);
     }
-    ReverseCumsum(G + q0 * s.S, P + q0 * s.S, lanes, s.S, most, top);
+    Scan<true>(G + q0 * s.S, P + q0 * s.S, lanes, s.S, most, top);
     for (int64_t r = q0; r < q0 + lanes; ++r) {
       const int64_t visible = Visible(r, s);
       const float* __restrict zr = Z + r * s.N;
@@ -176,7 +144,7 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
       std::fill(dp + visible, dp + s.S, 0.0f);
       most = std::max(most, visible);
     }
-    Cumsum(DL + q0 * s.S, lanes, s.S, most);  // d g_t = sum_{j <= t} d p_j
+    Scan<false>(DL + q0 * s.S, DL + q0 * s.S, lanes, s.S, most);  // d g_t = sum_{j <= t} d p_j
     for (int64_t r = q0; r < q0 + lanes; ++r) {
       const int64_t visible = Visible(r, s);
       const float* __restrict g = G + r * s.S;
