@@ -47,7 +47,9 @@ def probe(name_or_spec, *, dims: Dims, length: int, seed: int = 0) -> dict[str, 
         np.array_equal(np.asarray(q), np.asarray(ones)) and np.array_equal(np.asarray(k), np.asarray(ones))
     ):
         scores = jnp.einsum("thd,shd->hts", q[0], k[0]) / np.sqrt(dims.head_dim)  # [H,T,S]
-        out["envelope"] = np.asarray(scores[0, -1, ::-1])  # last query; index = distance 0..T-1
+        envelope = np.asarray(scores[0, -1, ::-1])  # last query; index = distance 0..T-1
+        if np.ptp(envelope) > 1e-6 * np.abs(envelope).max():  # flat (xl_relative's q + u): nothing to show
+            out["envelope"] = envelope
 
     key_q, key_k = jax.random.split(jax.random.key(seed))
     rq = jax.random.normal(key_q, ones.shape)
@@ -96,7 +98,7 @@ def plot_scheme(name: str, folder: Path, *, dims: Dims, length: int) -> Path:
         axes[i].set_title("attention bias of the last query vs distance")
         axes[i].set_xlabel("distance i - j")
         axes[i].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{name} (at initialisation; d_model {dims.d_model}, {dims.num_heads} heads, T={length})")
+    fig.suptitle(f"{name}\n(at initialisation; d_model {dims.d_model}, {dims.num_heads} heads, T={length})")
     path = save_figure(fig, Path(folder) / f"{name}.png", dpi=100)
     return path
 

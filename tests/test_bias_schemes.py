@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from research.model.attention import causal_mask, causal_mask_of
 from research.positional import POSITIONAL, POSITIONS, Dims
 from research.positional.data_dependent_alibi import forget_log_gates, forgetting_bias
 from research.positional.fire import fire_bias, fire_normalized_distance
 from research.positional.kerple import kerple_log_bias, kerple_power_bias
 from research.positional.positions import check_compatible
 from research.positional.xl_relative import evenly_spaced as xl_evenly_spaced
-from research.positional.xl_relative import xl_relative_bias
 
 DIMS = Dims(d_model=16, num_heads=4, head_dim=4, num_layers=2, max_len=8)
 B, H, K, D = 2, DIMS.num_heads, 2, DIMS.head_dim  # K = 2 kv heads: grouped-query shapes
@@ -355,6 +355,19 @@ def _xl_relative_scaled(pe, layer=1):
     return u, v, w_r
 
 
+def _xl_relative_logits(pe, q_pos, k_pos, layer=1):
+    """(state, q, k) -> the attention logits as the transformer makes them: rotate (q + u), q·k/sqrt(D) + bias."""
+    graphdef = nnx.graphdef(pe)
+
+    def logits(state, q, k):
+        module = nnx.merge(graphdef, state)
+        q, k = module.rotate(q, k, q_pos, k_pos, layer=layer)
+        bias = module.bias(q_pos, k_pos, layer=layer, q=q, k=k)
+        return jnp.einsum("bthd,bshd->bhts", q, jnp.repeat(k, H // K, axis=2)) / math.sqrt(D) + bias
+
+    return logits
+
+
 @pytest.mark.parametrize("positions", XL_POSITIONS)
 def test_xl_relative_total_logits_equal_paper_formula(positions):
     pe = _build("xl_relative")
@@ -376,16 +389,19 @@ def test_xl_relative_total_logits_equal_paper_formula(positions):
                     content = (q[b, i, h] + u[h]) @ k_heads[b, j, h]
                     position = (q[b, i, h] + v[h]) @ (r @ w_r[:, h, :])  # W_R,h R_{i-j} in R^D
                     expected[b, h, i, j] = (content + position) / math.sqrt(D)
-    bias = jax.jit(lambda q, k: pe.bias(q_pos, k_pos, layer=1, q=q, k=k))(jnp.asarray(q), jnp.asarray(k))
-    total = np.einsum("bthd,bshd->bhts", q, k_heads) / math.sqrt(D) + np.asarray(bias)
-    np.testing.assert_allclose(total, expected, rtol=1e-4, atol=1e-4)
+    total = np.asarray(jax.jit(_xl_relative_logits(pe, q_pos, k_pos))(nnx.state(pe), q, k))
+    seen = np.asarray(causal_mask(q_pos, k_pos))[
+        0, 0
+    ]  # [T,S]; the hook leaves keys after their query unspecified
+    assert np.isfinite(total).all()
+    np.testing.assert_allclose(total[..., seen], expected[..., seen], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("positions", [name for name in XL_POSITIONS if name.startswith("shared")])
 def test_xl_relative_shared_positions_match_rows_with_gradients(positions):
     """Shared [1,T] integer positions take the relative shift when evenly spaced (else the angle-addition form);
-    the same positions given per row [B,T] always take the angle-addition form. Values and the gradients of q, k,
-    u, v and W_R agree."""
+    the same positions given per row [B,T] always take the angle-addition form. The logits of the keys each query
+    sees and the gradients of q, k, u, v and W_R agree."""
     pe = _build("xl_relative")
     _xl_relative_scaled(pe)
     q_pos, k_pos = XL_POSITIONS[positions]
@@ -394,17 +410,23 @@ def test_xl_relative_shared_positions_match_rows_with_gradients(positions):
             positions not in ("shared_uneven", "shared_misaligned")
         )
     q, k = (jnp.asarray(a) for a in _qk(4, 6, seed=6))
-    weights = jnp.asarray(np.random.default_rng(1).normal(size=(B, H, 4, 6)), jnp.float32)
+    weights = np.random.default_rng(1).normal(size=(B, H, 4, 6)) * np.asarray(
+        causal_mask_of(4, 6)
+    )  # seen keys
+    weights = jnp.asarray(weights, jnp.float32)
 
-    def loss(q, k, u, v, w_r, q_pos, k_pos):
-        return jnp.sum(xl_relative_bias(q, k, q_pos, k_pos, u, v, w_r) * weights)
+    def loss_of(q_pos, k_pos):
+        logits = _xl_relative_logits(pe, q_pos, k_pos)
+        grad = jax.value_and_grad(lambda *a: jnp.sum(logits(*a) * weights), argnums=(0, 1, 2))
+        return jax.jit(grad)(nnx.state(pe), q, k)
 
-    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
-    params = (q, k, pe.u[...], pe.v[...], pe.w_r[...][1])
-    shared = grad(*params, q_pos, k_pos)
-    rows = grad(*params, jnp.broadcast_to(q_pos, (B, 4)), jnp.broadcast_to(k_pos, (B, 6)))
+    shared = loss_of(q_pos, k_pos)
+    rows = loss_of(jnp.broadcast_to(q_pos, (B, 4)), jnp.broadcast_to(k_pos, (B, 6)))
     np.testing.assert_allclose(shared[0], rows[0], rtol=1e-5)
-    for a, b in zip(shared[1], rows[1], strict=True):
+    got, want = (jax.tree.leaves(x[1]) for x in (shared, rows))
+    assert len(want) == 5  # u, v, W_R (the state), q, k
+    for a, b in zip(got, want, strict=True):
+        assert np.abs(np.asarray(b)).max() > 0
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
 

@@ -13,6 +13,8 @@ position-only bias is computed once per step rather than B times (contract-teste
 Attention calls `bias` once per block of queries it computes (research/model/attention.py: query_blocks), with
 those queries' positions and q, and the keys they can see: T may be less than S, the queries being the last T of
 the S keys. A hook must not assume T == S or q_pos is k_pos (tested: blocks equal one block for every scheme).
+Entries of keys after their query (j > i + S - T) are hidden by attention's causal mask and never read: a hook may
+leave them unspecified, but finite (xl_relative's relative shift does).
 Attention also passes `logits`, its own float32 q·k/sqrt(D) [B,H,T,S] for those queries and keys (after `rotate`,
 before any bias and the mask), for a bias that is a function of them (CoPE's gates): reading them instead of
 recomputing q·k saves that product and its backward. Called without them (tests, other callers), such a hook

@@ -4,10 +4,14 @@ Beyond a Fixed-Length Context", arXiv 1901.02860, §3.3).
 Equation: the four terms of the relative score, scaled by 1/sqrt(D) as in the reference code,
     score_h(i, j) = [ (q_i + u_h) · k_j  +  (q_i + v_h) · W_R,h R_{i-j} ] / sqrt(D)
     R_δ = [ sin(δ ω) | cos(δ ω) ] in R^{d_R},   ω_k = 10000^(-2k/d_R),  k = 0 .. d_R/2 - 1
-with u, v in R^{H x D} and W_R in R^{d_R x H·D} learned. The attention already adds q_i · k_j / sqrt(D), so this
-hook returns the rest, [u_h · k_j + (q_i + v_h) · W_R,h R_{i-j}] / sqrt(D), and the total equals the paper's score.
+with u, v in R^{H x D} and W_R in R^{d_R x H·D} learned.
 
-Hooks: `bias` only (`relative = True`: positions enter only through i - j; the terms are content-dependent).
+Hooks (`relative = True`: positions enter only through i - j; the terms are content-dependent):
+- `rotate` adds u to the queries, q_i <- q_i + u_h, so attention's own q·k/sqrt(D) is the content terms
+  (q_i + u_h)·k_j / sqrt(D), and their backward is attention's (a separate u_h·k_j bias per query block cost a
+  [B,S,H] product, transpose and gradient reduction each). Under bfloat16, q_i + u_h is rounded as q is.
+- `bias` receives that q_i + u_h and returns the position terms (q_i + v_h)·W_R,h R_{i-j} / sqrt(D), reading
+  q_i + v_h as (q_i + u_h) + (v_h - u_h). The total equals the paper's score.
 
 Conventions / deviations:
 - R uses the reference code's concatenated [sin | cos] layout (not Vaswani's interleaving) with d_R = d_model by
@@ -15,12 +19,16 @@ Conventions / deviations:
   default, untie_r = False). Init N(0, 0.02) for u, v and W_R (init_std = 0.02).
 - R_{i-j} is never materialised for every pair. Integer positions shared by every row ([1,T]) that step evenly
   (checked at run time; every built-in sampler's shared positions do) use the reference code's relative shift:
-  W_R R_δ for the T + S - 1 distances, one D-wide matmul with q_i + v, then each row read at its own offset. Any
-  other positions (per-row, randomized, uneven, fractional) expand (q_i + v) · W_R R_{i-j} with sin/cos angle
-  addition into an inner product of query-side and key-side features: exact for arbitrary, shifted or fractional
-  positions, O(T S d_R) and no [T,S,d_R] tensor, re-based on each row's first key position so float32 angles stay
-  small. Both forms give the same values and the same gradients of q, k, u, v and W_R (tested); at the reference
-  shape (d_R = d_model = 4 D) the shift does about 2.5x fewer flops.
+  W_R R_δ for the distances a causal query can see, one D-wide matmul with q_i + v, then each row read at its own
+  offset. Any other positions (per-row, randomized, uneven, fractional) expand (q_i + v) · W_R R_{i-j} with sin/cos
+  angle addition into an inner product of query-side and key-side features: exact for arbitrary, shifted or
+  fractional positions, O(T S d_R) and no [T,S,d_R] tensor, re-based on each row's first key position so float32
+  angles stay small. Both forms give the same values and the same gradients of q, v and W_R (tested) for
+  every key a query sees (j <= i + S - T); at the reference shape (d_R = d_model = 4 D) the shift does about 4x
+  fewer flops.
+- Entries of keys after their query are left unspecified (finite) by the shift: the paper's score there is never
+  used under the causal mask, and computing it took the T - 1 negative distances too (28% more of the position
+  matmul at the reference shape's query blocks, and a second pad in the shift's backward).
 - Segment-level recurrence (the memory of previous segments) is not part of a positional scheme; not implemented.
 - Under grouped-query attention, u_h meets kv head h // (H/K).
 """
@@ -42,35 +50,29 @@ def xl_frequencies(dim: int, base: float = 10000.0) -> jax.Array:
     return base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
 
 
-def xl_relative_bias(
+def xl_position_bias(
     q: jax.Array,
-    k: jax.Array,
     q_pos: jax.Array,
     k_pos: jax.Array,
-    u: jax.Array,
     v: jax.Array,
     w_r: jax.Array,
     base: float = 10000.0,
 ) -> jax.Array:
-    """[u·k_j + (q_i + v)·W_R R_{i-j}] / sqrt(D) for q [B,T,H,D], k [B,S,K,D], u, v [H,D], W_R [d_R,H,D].
+    """The position terms (q_i + v)·W_R R_{i-j} / sqrt(D) for q [B,T,H,D], v [H,D], W_R [d_R,H,D].
 
     -> float32 [B,H,T,S]. Integer positions shared by every row ([1,T], [1,S]) that are evenly spaced take the
     relative shift (`shifted_position_term`), checked at run time; any others the angle-addition form
-    (`expanded_position_term`). Both are exact.
+    (`expanded_position_term`). Both are exact for the keys each query sees (j <= i + S - T); entries after that
+    are finite and unspecified (`shifted_position_term`).
     """
-    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    heads, head_dim = u.shape
-    k = jnp.repeat(k, heads // k.shape[2], axis=2)  # [B,S,H,D]
-    # u · k_j elementwise, then a [B,S,H] transpose: as a dot, XLA transposed all of k per head and block.
-    content = jnp.swapaxes(jnp.sum(k * u, axis=-1), 1, 2)[:, :, None, :]  # [B,H,1,S]
-    args = (q + v, q_pos, k_pos, w_r, base)  # q + v: [B,T,H,D]
+    args = (q.astype(jnp.float32) + v, q_pos, k_pos, w_r, base)  # q + v: [B,T,H,D]
     integer = jnp.issubdtype(q_pos.dtype, jnp.integer) and jnp.issubdtype(k_pos.dtype, jnp.integer)
     if integer and q_pos.shape[0] == 1 and k_pos.shape[0] == 1:
         shared = evenly_spaced(q_pos[0], k_pos[0])
         position = jax.lax.cond(shared, shifted_position_term, expanded_position_term, *args)
     else:
         position = expanded_position_term(*args)
-    return (content + position) / math.sqrt(head_dim)
+    return position / math.sqrt(v.shape[-1])
 
 
 def evenly_spaced(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
@@ -107,25 +109,24 @@ def expanded_position_term(qv, q_pos, k_pos, w_r, base):
 
 def shifted_position_term(qv, q_pos, k_pos, w_r, base):
     """(q_i + v)·W_R R_{i-j} for evenly spaced shared positions (`evenly_spaced`), with the reference code's
-    relative shift: W_R R_δ for the T + S - 1 distances δ = c n, n = S - 1 .. -(T - 1), after a zero row, one
-    D-wide matmul against the queries, then row i read from column T - i of that padded table on.
+    relative shift, causal half only: W_R R_δ for the S + 1 distances δ = c n, n = S .. 0, one D-wide matmul
+    against the queries, then row i read from column T - i of that table on. Entries of keys after their query
+    (j > i + S - T) read the next row's columns: finite, not the formula, and hidden by attention's causal mask.
     qv [B,T,H,D], q_pos [1,T], k_pos [1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
     b, t, h, d = qv.shape
     s, d_r = k_pos.shape[-1], w_r.shape[0]
     step = (k_pos[0, 1] - k_pos[0, 0]).astype(jnp.float32) if s > 1 else jnp.float32(0)
-    n = jnp.arange(s - 1, -t, -1, dtype=jnp.float32)  # [L], L = T + S - 1
-    angles = (step * n)[:, None] * xl_frequencies(d_r, base)  # [L,d_R/2]
-    r = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [L,d_R], R_δ
-    r = jnp.concatenate([jnp.zeros((1, d_r), jnp.float32), r])  # [L+1,d_R]: a zero row, the shift's padding
-    projected = (r @ w_r.reshape(d_r, -1)).reshape(-1, h, d)  # [L+1,H,D], W_R R_δ
+    n = jnp.arange(s, -1, -1, dtype=jnp.float32)  # [S+1]: column c holds distance c (S - c)
+    angles = (step * n)[:, None] * xl_frequencies(d_r, base)  # [S+1,d_R/2]
+    r = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [S+1,d_R], R_δ
+    projected = (r @ w_r.reshape(d_r, -1)).reshape(-1, h, d)  # [S+1,H,D], W_R R_δ
     # One 2-D matmul per head: on CPU, XLA transposes operands around a head-batched dot of these shapes.
     table = jnp.stack(
         [(qv[:, :, i].reshape(-1, d) @ projected[:, i].T).reshape(b, t, -1) for i in range(h)], 1
     )
-    # table [B,H,T,L+1], column 0 is 0. Row i, read from flat offset T + i L on, is table[i, T - i + j]: the
-    # distance c (S - T + i - j) at column j.
-    flat = table.reshape(b, h, t * (t + s))[..., t:]  # [B,H,T L]
-    return flat.reshape(b, h, t, t + s - 1)[..., :s]  # [B,H,T,S]
+    # table [B,H,T,S+1]. Flat offset T + i S + j is table[i, T - i + j] while T - i + j <= S, i.e. for the keys
+    # query i sees: distance c (S - T + i - j). The T S entries from flat offset T on are exactly [T,S].
+    return table.reshape(b, h, t * (s + 1))[..., t:].reshape(b, h, t, s)  # [B,H,T,S]
 
 
 @POSITIONAL.register("xl_relative")
@@ -158,7 +159,11 @@ class XLRelativeConfig(PositionalConfig):
 
 
 class XLRelative(PositionalEncoding):
-    """u, v [H,D] shared by layers, W_R [L,d_R,H,D] per layer, all nnx.Param; needs q and k in `bias`."""
+    """u, v [H,D] shared by layers, W_R [L,d_R,H,D] per layer, all nnx.Param.
+
+    `rotate` turns q into q + u, so attention's own q·k/sqrt(D) is the paper's content terms (q_i + u)·k_j/sqrt(D);
+    `bias` gets that q' = q + u and returns the position terms from q' + (v - u) = q + v.
+    """
 
     def __init__(self, config: XLRelativeConfig, rel_dim: int, dims: Dims, *, rngs: nnx.Rngs):
         init = nnx.initializers.normal(stddev=config.init_stddev)
@@ -169,8 +174,11 @@ class XLRelative(PositionalEncoding):
         shape = (dims.num_layers, rel_dim, h, d)
         self.w_r = nnx.Param(init(rngs.params(), shape, jnp.float32))  # [L,d_R,H,D]
 
+    def rotate(self, q, k, q_pos, k_pos, *, layer: int):
+        return (q + self.u[...]).astype(q.dtype), k  # q [B,T,H,D] + u [H,D]
+
     def bias(self, q_pos, k_pos, *, layer: int, q=None, k=None, logits=None):
-        if q is None or k is None:
-            raise ValueError("xl_relative: the bias hook needs q and k")
-        w_r = self.w_r[...][layer]  # [d_R,H,D]
-        return xl_relative_bias(q, k, q_pos, k_pos, self.u[...], self.v[...], w_r, self.base)  # [B,H,T,S]
+        if q is None:
+            raise ValueError("xl_relative: the bias hook needs q (after its rotate hook, q + u)")
+        v = self.v[...] - self.u[...]  # (q + u) + (v - u) = q + v
+        return xl_position_bias(q, q_pos, k_pos, v, self.w_r[...][layer], self.base)  # [B,H,T,S]
