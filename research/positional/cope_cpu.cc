@@ -117,6 +117,11 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
                   const float* __restrict P, float scale, float* __restrict DL, float* __restrict DZ, int64_t r0,
                   int64_t r1) {
   const int32_t last = static_cast<int32_t>(s.N - 1);
+  std::unique_ptr<float[]> weights(new float[2 * s.S]);  // one row's interpolation weights times d bias
+  std::unique_ptr<int32_t[]> floors(new int32_t[s.S]);   // and floor(p_j)
+  float* __restrict to_lo = weights.get();
+  float* __restrict to_hi = weights.get() + s.S;
+  int32_t* __restrict lows = floors.get();
   for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
     const int64_t lanes = std::min(kLanes, r1 - q0);
     int64_t most = 0;
@@ -131,6 +136,8 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
       float masked = 0;  // keys past the visible ones read z[0] with weight 1
       for (int64_t j = visible; j < s.S; ++j) masked += d[j];
       dzr[0] = scale * masked;
+      // Two loops: the first has no stores that depend on lo, so it vectorises (gathers of z); the second is the
+      // scatter-add into d z alone, in the same order as one loop would add (results bitwise the same).
       for (int64_t j = 0; j < visible; ++j) {
         const int32_t lo = Floor(p[j], last);
         const int32_t hi = std::min(lo + 1, last);
@@ -138,8 +145,13 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
         const float dj = scale * d[j];
         const float zlo = zr[lo], zhi = zr[hi];
         dp[j] = dj * (zhi - zlo);  // 0 at the top row: a clamped count has no gradient
-        dzr[lo] += dj - w * dj;
-        dzr[hi] += w * dj;
+        lows[j] = lo;
+        to_lo[j] = dj - w * dj;
+        to_hi[j] = w * dj;
+      }
+      for (int64_t j = 0; j < visible; ++j) {
+        dzr[lows[j]] += to_lo[j];
+        dzr[std::min(lows[j] + 1, last)] += to_hi[j];
       }
       std::fill(dp + visible, dp + s.S, 0.0f);
       most = std::max(most, visible);
