@@ -65,7 +65,7 @@ def xl_position_bias(
     (`expanded_position_term`). Both are exact for the keys each query sees (j <= i + S - T); entries after that
     are finite and unspecified (`shifted_position_term`).
     """
-    args = (q.astype(jnp.float32) + v, q_pos, k_pos, w_r, base)  # q + v: [B,T,H,D]
+    args = (q.astype(jnp.float32), v, q_pos, k_pos, w_r, base)
     integer = jnp.issubdtype(q_pos.dtype, jnp.integer) and jnp.issubdtype(k_pos.dtype, jnp.integer)
     if integer and q_pos.shape[0] == 1 and k_pos.shape[0] == 1:
         shared = evenly_spaced(q_pos[0], k_pos[0])
@@ -86,11 +86,11 @@ def evenly_spaced(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
     return jnp.all(k_pos == grid) & jnp.all(q_pos == k_pos[s - t :])
 
 
-def expanded_position_term(qv, q_pos, k_pos, w_r, base):
+def expanded_position_term(q, v, q_pos, k_pos, w_r, base):
     """(q_i + v)·W_R R_{i-j} for any positions, by angle addition: an inner product of query-side and key-side
-    features over d_R. qv [B,T,H,D], q_pos [B|1,T], k_pos [B|1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
+    features over d_R. q [B,T,H,D], v [H,D], q_pos [B|1,T], k_pos [B|1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
     # Head-major from here on ([B,H,T,*]): the position matmul then writes [B,H,T,S] without a transpose.
-    a = jnp.einsum("bhtd,rhd->bhtr", jnp.swapaxes(qv, 1, 2), w_r)  # [B,H,T,d_R], W_R^T (q_i + v)
+    a = jnp.einsum("bhtd,rhd->bhtr", jnp.swapaxes(q + v, 1, 2), w_r)  # [B,H,T,d_R], W_R^T (q_i + v)
     a_sin, a_cos = jnp.split(a, 2, axis=-1)  # coefficients of sin(δω) and cos(δω), [B,H,T,d_R/2]
     omega = xl_frequencies(w_r.shape[0], base)  # [d_R/2]
     origin = k_pos[:, :1]  # [B,1], a shared offset: i - j unchanged
@@ -107,22 +107,23 @@ def expanded_position_term(qv, q_pos, k_pos, w_r, base):
     return jnp.einsum("bhtf,bsf->bhts", coefficients, features)  # [B,H,T,S]
 
 
-def shifted_position_term(qv, q_pos, k_pos, w_r, base):
+def shifted_position_term(q, v, q_pos, k_pos, w_r, base):
     """(q_i + v)·W_R R_{i-j} for evenly spaced shared positions (`evenly_spaced`), with the reference code's
     relative shift, causal half only: W_R R_δ for the S + 1 distances δ = c n, n = S .. 0, one D-wide matmul
     against the queries, then row i read from column T - i of that table on. Entries of keys after their query
     (j > i + S - T) read the next row's columns: finite, not the formula, and hidden by attention's causal mask.
-    qv [B,T,H,D], q_pos [1,T], k_pos [1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
-    b, t, h, d = qv.shape
+    q [B,T,H,D], v [H,D], q_pos [1,T], k_pos [1,S], W_R [d_R,H,D] -> [B,H,T,S]."""
+    b, t, h, d = q.shape
     s, d_r = k_pos.shape[-1], w_r.shape[0]
     step = (k_pos[0, 1] - k_pos[0, 0]).astype(jnp.float32) if s > 1 else jnp.float32(0)
     n = jnp.arange(s, -1, -1, dtype=jnp.float32)  # [S+1]: column c holds distance c (S - c)
     angles = (step * n)[:, None] * xl_frequencies(d_r, base)  # [S+1,d_R/2]
     r = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [S+1,d_R], R_δ
     projected = (r @ w_r.reshape(d_r, -1)).reshape(-1, h, d)  # [S+1,H,D], W_R R_δ
-    # One 2-D matmul per head: on CPU, XLA transposes operands around a head-batched dot of these shapes.
+    # One 2-D matmul per head: on CPU, XLA transposes operands around a head-batched dot of these shapes. Each
+    # head's q_i + v is its own slice-and-add, one pass over q, where q + v first and then the slices was two.
     table = jnp.stack(
-        [(qv[:, :, i].reshape(-1, d) @ projected[:, i].T).reshape(b, t, -1) for i in range(h)], 1
+        [((q[:, :, i] + v[i]).reshape(-1, d) @ projected[:, i].T).reshape(b, t, -1) for i in range(h)], 1
     )
     # table [B,H,T,S+1]. Flat offset T + i S + j is table[i, T - i + j] while T - i + j <= S, i.e. for the keys
     # query i sees: distance c (S - T + i - j). The T S entries from flat offset T on are exactly [T,S].
