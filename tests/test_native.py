@@ -1,9 +1,9 @@
 """The native CPU kernels (research/native.py) and CoPE's fused kernel (research/positional/cope_cpu.cc).
 
-The kernel is checked against float64 numpy references of CoPE's equations, piece by piece from its own residuals
-(gates and counts), so that every comparison is well conditioned: the interpolation's slope jumps where a count
-crosses an integer, and two float32 implementations summing in different orders may floor a count differently
-(seen: 3 of 4M counts). End to end, it must equal the jnp path, values and gradients, under jit, vmap and data
+The kernel is checked against float64 numpy references of CoPE's equations, piece by piece at its own gates and
+counts (its `counts` target runs the code both passes share), so that every comparison is well conditioned: the
+interpolation's slope jumps where a count crosses an integer, and two float32 implementations summing in different
+orders may floor a count differently (seen: 3 of 4M counts). End to end, it must equal the jnp path, values and gradients, under jit, vmap and data
 parallelism over 8 simulated devices.
 """
 
@@ -41,7 +41,9 @@ def _visible(t, s):
 
 
 def _forward(logits, z, scale):
-    return [np.asarray(a, np.float64) for a in cope._forward((("scale", np.float32(scale)),), logits, z)]
+    """-> bias, and the gates and counts both passes compute (the kernel's `counts` target), as float64."""
+    (bias,) = cope._forward((("scale", np.float32(scale)),), logits, z)
+    return [np.asarray(a, np.float64) for a in (bias, *cope._counts((), logits, z))]
 
 
 SHAPES = [  # (leading axes, T, S, N): T < S (a query block), T == S, counts clamped (N small), a long table
@@ -79,10 +81,9 @@ def test_backward_matches_float64_equations(lead, t, s, n):
     logits, z = _inputs(lead, t, s, n, seed=1)
     d = np.random.default_rng(2).normal(size=logits.shape).astype(np.float32)
     scale = 0.37
-    _, gates, counts = _forward(logits, z, scale)
-    residuals = (z, jnp.asarray(gates, jnp.float32), jnp.asarray(counts, jnp.float32))
+    _, gates, counts = _forward(logits, z, scale)  # what the backward pass recomputes from the logits
     dlogits, dz = (
-        np.asarray(a, np.float64) for a in cope._backward((("scale", np.float32(scale)),), d, *residuals)
+        np.asarray(a, np.float64) for a in cope._backward((("scale", np.float32(scale)),), d, logits, z)
     )
     lo = np.floor(counts).astype(int)
     hi = np.minimum(lo + 1, n - 1)

@@ -5,13 +5,16 @@
 // key j is visible iff j <= i + S - T):
 //   g_j = sigmoid(l_j) if visible else 0,   p_j = min(sum_{t >= j} g_t, N - 1)
 //   bias_j = scale * (z[lo] + (p_j - lo) * (z[lo + 1] - z[lo])),   lo = floor(p_j), z[N] read as z[N - 1]
-// The backward pass takes d bias and returns d logits (through the reverse cumulative sum and the sigmoid) and
-// d z (the interpolation weights scattered into the row's N values). Same equations as the jnp path in cope.py;
-// tests/test_native.py checks the two against each other, values and gradients.
+// The backward pass takes d bias and the logits, recomputes the gates and counts (the same code as the forward,
+// so the same bits), and returns d logits (through the reverse cumulative sum and the sigmoid) and d z (the
+// interpolation weights scattered into the row's N values). A third target returns the gates and counts alone,
+// for tests. Same equations as the jnp path in cope.py; tests/test_native.py checks the two against each other,
+// values and gradients.
 //
 // XLA's CPU backend runs these as separate passes over [B,H,T,S] arrays: a sigmoid, a reverse cumulative sum
 // lowered to blocked reduce-windows, a gather and, backward, a scatter-add that runs element by element. Here each
-// row stays in the L1 cache from the sigmoid to the interpolation.
+// row stays in the L1 cache from the sigmoid to the interpolation, and only the bias (forward) and d logits
+// (backward) are written out at [B,H,T,S]: gates and counts never leave the cache.
 
 #include <algorithm>
 #include <atomic>
@@ -77,29 +80,50 @@ inline void Scan(const float* in, float* out, int64_t lanes, int64_t stride, int
   for (int64_t a = 0; a < lanes; ++a) ScanLanes<kReverse, 1>(in + a * stride, out + a * stride, stride, n, top);
 }
 
-// Rows [r0, r1) of the forward pass (see the top of the file). Keys past a row's visible ones have gate 0 and
-// count 0, so their bias is scale * z[0]; only the visible ones are summed and interpolated.
+// Gates and clamped counts of the `lanes` rows from q0 on (see the top of the file) into g and p ([lanes, S], row
+// stride S); keys past a row's visible ones get gate 0 and count 0. -> the most keys any of these rows sees.
+// The forward and the backward pass both call this, so the backward sees the forward's counts bit for bit.
+inline int64_t CountRows(const Shape& s, const float* __restrict L, int64_t q0, int64_t lanes, float* __restrict g,
+                         float* __restrict p) {
+  int64_t most = 0;
+  for (int64_t a = 0; a < lanes; ++a) {
+    const int64_t visible = Visible(q0 + a, s);
+    const float* __restrict l = L + (q0 + a) * s.S;
+    float* __restrict ga = g + a * s.S;
+    for (int64_t j = 0; j < visible; ++j) ga[j] = 1.0f / (1.0f + std::exp(-l[j]));
+    std::fill(ga + visible, ga + s.S, 0.0f);
+    std::fill(p + a * s.S + visible, p + (a + 1) * s.S, 0.0f);
+    most = std::max(most, visible);
+  }
+  Scan<true>(g, p, lanes, s.S, most, static_cast<float>(s.N - 1));
+  return most;
+}
+
+// Rows [r0, r1) of the counts alone (the `research_cope_counts` target: what the tests check the passes against).
+void CountsRows(const Shape& s, const float* __restrict L, float* __restrict G, float* __restrict P, int64_t r0,
+                int64_t r1) {
+  for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
+    CountRows(s, L, q0, std::min(kLanes, r1 - q0), G + q0 * s.S, P + q0 * s.S);
+  }
+}
+
+// Rows [r0, r1) of the forward pass (see the top of the file). Keys past a row's visible ones have count 0, so
+// their bias is scale * z[0]; only the visible ones are interpolated. Gates and counts stay in a scratch of
+// kLanes rows (in cache), not written out: the backward pass recomputes them from the logits.
 void ForwardRows(const Shape& s, const float* __restrict L, const float* __restrict Z, float scale,
-                 float* __restrict B, float* __restrict G, float* __restrict P, int64_t r0, int64_t r1) {
-  const float top = static_cast<float>(s.N - 1);
+                 float* __restrict B, int64_t r0, int64_t r1) {
   const int32_t last = static_cast<int32_t>(s.N - 1);
+  std::unique_ptr<float[]> scratch(new float[2 * kLanes * s.S]);
+  float* __restrict g = scratch.get();
+  float* __restrict counts = scratch.get() + kLanes * s.S;
   for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
     const int64_t lanes = std::min(kLanes, r1 - q0);
-    int64_t most = 0;  // the most keys any of these rows sees
-    for (int64_t r = q0; r < q0 + lanes; ++r) {
-      const int64_t visible = Visible(r, s);
-      const float* __restrict l = L + r * s.S;
-      float* __restrict g = G + r * s.S;
-      for (int64_t j = 0; j < visible; ++j) g[j] = 1.0f / (1.0f + std::exp(-l[j]));
-      std::fill(g + visible, g + s.S, 0.0f);
-      std::fill(P + r * s.S + visible, P + (r + 1) * s.S, 0.0f);
-      most = std::max(most, visible);
-    }
-    Scan<true>(G + q0 * s.S, P + q0 * s.S, lanes, s.S, most, top);
-    for (int64_t r = q0; r < q0 + lanes; ++r) {
+    CountRows(s, L, q0, lanes, g, counts);
+    for (int64_t a = 0; a < lanes; ++a) {
+      const int64_t r = q0 + a;
       const int64_t visible = Visible(r, s);
       const float* __restrict zr = Z + r * s.N;
-      const float* __restrict p = P + r * s.S;
+      const float* __restrict p = counts + a * s.S;
       float* __restrict b = B + r * s.S;
       for (int64_t j = 0; j < visible; ++j) {
         const int32_t lo = Floor(p[j], last);
@@ -112,24 +136,25 @@ void ForwardRows(const Shape& s, const float* __restrict L, const float* __restr
   }
 }
 
-// Rows [r0, r1) of the backward pass.
-void BackwardRows(const Shape& s, const float* __restrict D, const float* __restrict Z, const float* __restrict G,
-                  const float* __restrict P, float scale, float* __restrict DL, float* __restrict DZ, int64_t r0,
-                  int64_t r1) {
+// Rows [r0, r1) of the backward pass, from the logits (gates and counts recomputed, as in the forward pass).
+void BackwardRows(const Shape& s, const float* __restrict D, const float* __restrict L, const float* __restrict Z,
+                  float scale, float* __restrict DL, float* __restrict DZ, int64_t r0, int64_t r1) {
   const int32_t last = static_cast<int32_t>(s.N - 1);
-  std::unique_ptr<float[]> weights(new float[2 * s.S]);  // one row's interpolation weights times d bias
-  std::unique_ptr<int32_t[]> floors(new int32_t[s.S]);   // and floor(p_j)
-  float* __restrict to_lo = weights.get();
-  float* __restrict to_hi = weights.get() + s.S;
-  int32_t* __restrict lows = floors.get();
+  std::unique_ptr<float[]> scratch(new float[5 * kLanes * s.S]);
+  float* __restrict gates = scratch.get();
+  float* __restrict counts = scratch.get() + kLanes * s.S;
+  float* __restrict to_lo = scratch.get() + 2 * kLanes * s.S;  // one row's interpolation weights times d bias
+  float* __restrict to_hi = scratch.get() + 3 * kLanes * s.S;
+  int32_t* __restrict lows = reinterpret_cast<int32_t*>(scratch.get() + 4 * kLanes * s.S);  // and floor(p_j)
   for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
     const int64_t lanes = std::min(kLanes, r1 - q0);
-    int64_t most = 0;
-    for (int64_t r = q0; r < q0 + lanes; ++r) {
+    const int64_t most = CountRows(s, L, q0, lanes, gates, counts);
+    for (int64_t a = 0; a < lanes; ++a) {
+      const int64_t r = q0 + a;
       const int64_t visible = Visible(r, s);
       const float* __restrict d = D + r * s.S;
       const float* __restrict zr = Z + r * s.N;
-      const float* __restrict p = P + r * s.S;
+      const float* __restrict p = counts + a * s.S;
       float* __restrict dp = DL + r * s.S;  // d counts first, turned into d logits below
       float* __restrict dzr = DZ + r * s.N;
       std::fill(dzr, dzr + s.N, 0.0f);
@@ -154,13 +179,12 @@ void BackwardRows(const Shape& s, const float* __restrict D, const float* __rest
         dzr[std::min(lows[j] + 1, last)] += to_hi[j];
       }
       std::fill(dp + visible, dp + s.S, 0.0f);
-      most = std::max(most, visible);
     }
     Scan<false>(DL + q0 * s.S, DL + q0 * s.S, lanes, s.S, most);  // d g_t = sum_{j <= t} d p_j
-    for (int64_t r = q0; r < q0 + lanes; ++r) {
-      const int64_t visible = Visible(r, s);
-      const float* __restrict g = G + r * s.S;
-      float* __restrict dl = DL + r * s.S;
+    for (int64_t a = 0; a < lanes; ++a) {
+      const int64_t visible = Visible(q0 + a, s);
+      const float* __restrict g = gates + a * s.S;
+      float* __restrict dl = DL + (q0 + a) * s.S;
       for (int64_t t = 0; t < visible; ++t) dl[t] *= g[t] * (1.0f - g[t]);
       std::fill(dl + visible, dl + s.S, 0.0f);
     }
@@ -194,26 +218,34 @@ void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t chunk, const Body
 constexpr int64_t kChunkRows = 256;  // a multiple of kLanes
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::Buffer<ffi::F32> z, float scale,
-                   ffi::ResultBuffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> gates,
-                   ffi::ResultBuffer<ffi::F32> positions) {
+                   ffi::ResultBuffer<ffi::F32> bias) {
   Shape s;
   if (ffi::Error e = ShapeOf(logits.dimensions(), z.dimensions(), &s); e.failure()) return e;
   const float *L = logits.typed_data(), *Z = z.typed_data();
-  float *B = bias->typed_data(), *G = gates->typed_data(), *P = positions->typed_data();
-  ParallelRows(pool, s.rows, kChunkRows,
-               [=](int64_t r0, int64_t r1) { ForwardRows(s, L, Z, scale, B, G, P, r0, r1); });
+  float* B = bias->typed_data();
+  ParallelRows(pool, s.rows, kChunkRows, [=](int64_t r0, int64_t r1) { ForwardRows(s, L, Z, scale, B, r0, r1); });
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dbias, ffi::Buffer<ffi::F32> z,
-                    ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> positions, float scale,
-                    ffi::ResultBuffer<ffi::F32> dlogits, ffi::ResultBuffer<ffi::F32> dz) {
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dbias, ffi::Buffer<ffi::F32> logits,
+                    ffi::Buffer<ffi::F32> z, float scale, ffi::ResultBuffer<ffi::F32> dlogits,
+                    ffi::ResultBuffer<ffi::F32> dz) {
   Shape s;
   if (ffi::Error e = ShapeOf(dbias.dimensions(), z.dimensions(), &s); e.failure()) return e;
-  const float *D = dbias.typed_data(), *Z = z.typed_data(), *G = gates.typed_data(), *P = positions.typed_data();
+  const float *D = dbias.typed_data(), *L = logits.typed_data(), *Z = z.typed_data();
   float *DL = dlogits->typed_data(), *DZ = dz->typed_data();
   ParallelRows(pool, s.rows, kChunkRows,
-               [=](int64_t r0, int64_t r1) { BackwardRows(s, D, Z, G, P, scale, DL, DZ, r0, r1); });
+               [=](int64_t r0, int64_t r1) { BackwardRows(s, D, L, Z, scale, DL, DZ, r0, r1); });
+  return ffi::Error::Success();
+}
+
+ffi::Error Counts(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::Buffer<ffi::F32> z,
+                  ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> counts) {
+  Shape s;
+  if (ffi::Error e = ShapeOf(logits.dimensions(), z.dimensions(), &s); e.failure()) return e;
+  const float* L = logits.typed_data();
+  float *G = gates->typed_data(), *P = counts->typed_data();
+  ParallelRows(pool, s.rows, kChunkRows, [=](int64_t r0, int64_t r1) { CountsRows(s, L, G, P, r0, r1); });
   return ffi::Error::Success();
 }
 
@@ -225,17 +257,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(research_cope_forward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // gate logits [...,T,S]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // z [...,T,N]
                                   .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // bias [...,T,S]
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // gates [...,T,S] (for the backward)
-                                  .Ret<ffi::Buffer<ffi::F32>>());  // clamped counts [...,T,S] (likewise)
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // bias [...,T,S]
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(research_cope_backward, Backward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d bias [...,T,S]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gate logits (the forward's input)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // z
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // gates
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // clamped counts
                                   .Attr<float>("scale")
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d logits [...,T,S]
                                   .Ret<ffi::Buffer<ffi::F32>>());  // d z [...,T,N]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(research_cope_counts, Counts,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gate logits [...,T,S]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // z [...,T,N] (its shape only)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gates [...,T,S]
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // clamped counts [...,T,S]
