@@ -513,10 +513,13 @@ def reader_benchmark(words: int = 200_000, dim: int = 300, repeats: int = 3, log
         Path(str(binary) + ".tmp").replace(binary)
     rows = []
     for kind, path in (("text", text), ("binary", binary)):
-        ours = _median_seconds(lambda p=path: load_vectors(p), repeats)
-        theirs = _median_seconds(
-            lambda p=path, b=kind == "binary": KeyedVectors.load_word2vec_format(p, binary=b), repeats
-        )
+        times = {"ours": [], "gensim": []}
+        for _ in range(repeats):  # alternately, so that both see the same machine state
+            times["ours"] += _times(lambda p=path: load_vectors(p), 1)
+            times["gensim"] += _times(
+                lambda p=path, b=kind == "binary": KeyedVectors.load_word2vec_format(p, binary=b), 1
+            )
+        ours, theirs = (statistics.median(times[who]) for who in ("ours", "gensim"))
         rows.append({
             "name": f"reader_word2vec_{kind}_{words}x{dim}", "ours_s": ours, "gensim_s": theirs,
             "speedup_vs_gensim": theirs / ours,
@@ -525,12 +528,3 @@ def reader_benchmark(words: int = 200_000, dim: int = 300, repeats: int = 3, log
             f"reader word2vec {kind} {words} x {dim}: ours {ours:.2f} s, gensim {theirs:.2f} s -> {theirs / ours:.2f}x"
         )
     return rows
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)

@@ -411,7 +411,7 @@ def _other_rows(result: dict) -> list[str]:
         lines += [
             "",
             "Pretrained-vector reader, `load_vectors` against gensim's `KeyedVectors.load_word2vec_format` on the "
-            "same synthetic file (median of 3 loads each):",
+            "same synthetic file (median of 3 loads each, the two alternating):",
             "",
             "| pretrained-vector reader | ours s | gensim s | speedup vs gensim |",
             "|---|---|---|---|",

@@ -262,6 +262,28 @@ def test_duplicates_keep_the_first_with_one_warning(data, tmp_path):
     np.testing.assert_array_equal(vectors.matrix, [[1, 2, 3], [4, 5, 6]])
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_duplicates_across_read_chunks(binary, tmp_path):
+    """40 words are read in chunks of 16: a word repeated in a later chunk, and twice within one, are dropped."""
+    words = [f"w{i}" for i in range(40)]
+    words[20] = "w3"  # the second chunk repeats a word of the first, and has no duplicate of its own
+    words[37] = words[39] = "w33"  # the third chunk has w33 three times
+    matrix = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    if binary:
+        data = b"40 3\n" + b"".join(w.encode() + b" " + _f32(*row) for w, row in zip(words, matrix))
+    else:
+        data = (
+            "40 3\n" + "".join(f"{w} {' '.join(map(str, row))}\n" for w, row in zip(words, matrix))
+        ).encode()
+    path = tmp_path / "dup"
+    path.write_bytes(data)
+    with pytest.warns(UserWarning, match="3 duplicate word"):
+        vectors = load_vectors(path)
+    keep = [i for i in range(40) if i not in (20, 37, 39)]
+    assert vectors.words == [words[i] for i in keep]
+    np.testing.assert_array_equal(vectors.matrix, matrix[keep])
+
+
 def test_warnings_for_extra_rows_and_nonfinite_values(tmp_path):
     path = tmp_path / "small_header"
     path.write_bytes(b"1 3\na 1 2 3\nb 4 5 6\n")

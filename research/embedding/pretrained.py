@@ -26,6 +26,7 @@ import bz2
 import dataclasses
 import gzip
 import mmap
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -265,6 +266,15 @@ class _Rows:
         self.nonfinite = 0
 
     def add_chunk(self, words: list[str], values: np.ndarray) -> None:
+        start = len(self.words)
+        if len(set(words)) == len(words) and self.seen.keys().isdisjoint(
+            words
+        ):  # no duplicates: no Python loop
+            self.seen.update(zip(words, range(start, start + len(words))))
+            self.words.extend(words)
+            self.matrix[start : len(self.words)] = values
+            self.nonfinite += int((~np.isfinite(values).all(axis=1)).sum())
+            return
         keep = []
         for k, w in enumerate(words):
             if w in self.seen:
@@ -416,6 +426,9 @@ def _offset_after(data, number: int) -> int:
     return pos + 1 if pos >= 0 else len(data)
 
 
+_CONTROL = re.compile(rb"[\x00-\x1f]")  # a control byte: no word has one
+
+
 def _read_word2vec_binary(path: Path, data, limit, encoding: str, errors: str) -> Vectors:
     parsed = _header(data)
     if parsed is None:
@@ -428,6 +441,8 @@ def _read_word2vec_binary(path: Path, data, limit, encoding: str, errors: str) -
     chunk = max(16, min(8192, capacity // 64, (1 << 22) // record))
     words: list[str] = []
     block = np.empty((chunk, dim), np.float32)
+    raw = memoryview(block).cast("B")  # the block's bytes: each record's floats are copied in as they are
+    little = np.dtype("<f4") == np.dtype(np.float32)
     for i in range(capacity):
         while pos < size and data[pos] in (0x0A, 0x0D):  # word2vec.c writes "\n" after each vector
             pos += 1
@@ -438,13 +453,17 @@ def _read_word2vec_binary(path: Path, data, limit, encoding: str, errors: str) -
                 + ("" if space >= 0 or pos >= size else " (or a word is longer than 4096 bytes)")
             )
         word = bytes(data[pos:space])
-        if not word or any(b < 0x20 for b in word):
+        if not word or _CONTROL.search(word):
             raise VectorFileError(
                 f"{path}: byte {pos}: record {i + 1} has the word {word[:40]!r}: not a word2vec binary file of "
                 f"{dim} float32 values per vector (float64 values? a word containing a space?)"
             )
         words.append(_decode(path, word, encoding, errors, f"byte {pos}"))
-        block[len(words) - 1] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
+        k = len(words) - 1
+        if little:
+            raw[k * record : (k + 1) * record] = data[space + 1 : space + 1 + record]
+        else:
+            block[k] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
         pos = space + 1 + record
         if len(words) == chunk:
             rows.add_chunk(words, block)
