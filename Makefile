@@ -19,11 +19,15 @@ demo: install
 	$(BIN)/python scripts/sweep.py experiments/pe_extrapolation.py:demo
 	$(BIN)/python scripts/report.py experiments/pe_extrapolation.py:demo
 
+# Test processes (pytest-xdist): 2 fits a 2-core machine (the suite is bound by XLA compiling, one thread each);
+# TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 study: install
 	$(BIN)/python scripts/sweep.py experiments/pe_extrapolation.py
