@@ -140,12 +140,13 @@ void ForwardRows(const Shape& s, const float* __restrict L, const float* __restr
 void BackwardRows(const Shape& s, const float* __restrict D, const float* __restrict L, const float* __restrict Z,
                   float scale, float* __restrict DL, float* __restrict DZ, int64_t r0, int64_t r1) {
   const int32_t last = static_cast<int32_t>(s.N - 1);
-  std::unique_ptr<float[]> scratch(new float[5 * kLanes * s.S]);
+  std::unique_ptr<float[]> scratch(new float[(2 * kLanes + 2) * s.S]);
+  std::unique_ptr<int32_t[]> floors(new int32_t[s.S]);
   float* __restrict gates = scratch.get();
   float* __restrict counts = scratch.get() + kLanes * s.S;
   float* __restrict to_lo = scratch.get() + 2 * kLanes * s.S;  // one row's interpolation weights times d bias
-  float* __restrict to_hi = scratch.get() + 3 * kLanes * s.S;
-  int32_t* __restrict lows = reinterpret_cast<int32_t*>(scratch.get() + 4 * kLanes * s.S);  // and floor(p_j)
+  float* __restrict to_hi = to_lo + s.S;
+  int32_t* __restrict lows = floors.get();  // and its floor(p_j)
   for (int64_t q0 = r0; q0 < r1; q0 += kLanes) {
     const int64_t lanes = std::min(kLanes, r1 - q0);
     const int64_t most = CountRows(s, L, q0, lanes, gates, counts);
