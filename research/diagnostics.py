@@ -54,6 +54,7 @@ def probe(name_or_spec, *, dims: Dims, length: int, seed: int = 0) -> dict[str, 
     key_q, key_k = jax.random.split(jax.random.key(seed))
     rq = jax.random.normal(key_q, ones.shape)
     rk = jax.random.normal(key_k, ones.shape)
+    rq, rk = pe.rotate(rq, rk, pos, pos, layer=0)  # the bias hook sees q and k after rotate, as in attention
     bias = pe.bias(pos, pos, layer=0, q=rq, k=rk)
     if bias is not None:
         out["bias"] = np.asarray(jnp.broadcast_to(bias, (1, dims.num_heads, length, length))[0, :, -1, ::-1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -128,9 +127,7 @@ def test_sentencepiece_deterministic_and_cached(name, tmp_path, monkeypatch):
         raise AssertionError("expected a cache hit")
 
     monkeypatch.setattr(SentencePieceConfig, "_train", no_training)
-    start = time.perf_counter()
     cached = config.build(docs)
-    assert time.perf_counter() - start < 1.0
     assert cached.model == models[0]
     assert len(list((tmp_path / "b" / "tokenizers").glob("*.model"))) == 1
     assert not list((tmp_path / "b" / "tokenizers").glob("*.tmp"))

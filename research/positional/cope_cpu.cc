@@ -82,9 +82,10 @@ inline void Scan(const float* in, float* out, int64_t lanes, int64_t stride, int
 
 // Gates and clamped counts of the `lanes` rows from q0 on (see the top of the file) into g and p ([lanes, S], row
 // stride S); keys past a row's visible ones get gate 0 and count 0. -> the most keys any of these rows sees.
-// The forward and the backward pass both call this, so the backward sees the forward's counts bit for bit.
-inline int64_t CountRows(const Shape& s, const float* __restrict L, int64_t q0, int64_t lanes, float* __restrict g,
-                         float* __restrict p) {
+// The forward and the backward pass both call this one compiled function (not inlined, so that no inlining site
+// can compile it differently), so the backward sees the forward's counts bit for bit.
+__attribute__((noinline)) int64_t CountRows(const Shape& s, const float* __restrict L, int64_t q0, int64_t lanes,
+                                            float* __restrict g, float* __restrict p) {
   int64_t most = 0;
   for (int64_t a = 0; a < lanes; ++a) {
     const int64_t visible = Visible(q0 + a, s);
