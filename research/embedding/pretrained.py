@@ -267,9 +267,8 @@ class _Rows:
 
     def add_chunk(self, words: list[str], values: np.ndarray) -> None:
         start = len(self.words)
-        if len(set(words)) == len(words) and self.seen.keys().isdisjoint(
-            words
-        ):  # no duplicates: no Python loop
+        # No duplicate within the chunk or with earlier chunks (the common case): no per-word Python loop.
+        if len(set(words)) == len(words) and self.seen.keys().isdisjoint(words):
             self.seen.update(zip(words, range(start, start + len(words))))
             self.words.extend(words)
             self.matrix[start : len(self.words)] = values
