@@ -18,8 +18,8 @@ Commands:
 """
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
-from research.experiment import parse_knobs, schedule
-from research.plotting import save_figure
+from research.studies.experiment import parse_knobs, schedule
+from research.studies.plotting import save_figure
 
 DESIGNS = {
     "word": {"name": "table"},

@@ -24,8 +24,8 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TaskConfig, TrainConfig
-from research.experiment import parse_knobs
-from research.plotting import save_figure
+from research.studies.experiment import parse_knobs
+from research.studies.plotting import save_figure
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 SAMPLERS = ("contiguous", "randomized")

@@ -20,7 +20,7 @@ Runtime on 2 CPU cores: see results/pe_extrapolation/table.md (the report states
 """
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from research.experiment import parse_knobs
+from research.studies.experiment import parse_knobs
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 EXTRA_SCHEMES = (

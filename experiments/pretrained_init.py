@@ -2,7 +2,7 @@
 
 The default corpus's train split is cut in two halves by document: the LM's train split is the first half
 (`data.train_docs=(0, 0.5)`), the vectors are trained by gensim on the second half (`train:ALGO:wiki-sample:0.5-1.0`
-recipes, research/vectors.py: skip-gram, 128 dimensions, 10 epochs, min_count 2; fastText with 3-6-character
+recipes, research/vectors/train.py: skip-gram, 128 dimensions, 10 epochs, min_count 2; fastText with 3-6-character
 n-grams in 50k buckets), so the vectors never see the LM's training text. Word tokenizer (GPT-2-style split, at most
 8000 types, built on the LM's half for every fraction, so all runs share one vocabulary); the LM trains on the
 first 1%, 10% or 100% of its half's tokens (`data.train_fraction`).
@@ -16,7 +16,7 @@ that scale; fastText composes vectors for words it has not seen from their n-gra
 
 Same transformer for all (d_model 128, 2 layers, 4 heads, RoPE); 200 steps of 16 x 64 words; reported: test
 bits-per-byte and loss by train-frequency bucket of the target, and the vectors' intrinsic scores (Google
-analogies, WordSim-353 and SimLex-999 Spearman; research/embedding/intrinsic.py).
+analogies, WordSim-353 and SimLex-999 Spearman; research/vectors/intrinsic.py).
 
 Commands:
   python scripts/sweep.py experiments/pretrained_init.py --jobs 2          # 5 inits x 3 fractions x 3 seeds
@@ -29,8 +29,8 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, PretrainedConfig
-from research.experiment import parse_knobs, schedule
-from research.plotting import save_figure
+from research.studies.experiment import parse_knobs, schedule
+from research.studies.plotting import save_figure
 
 DIM = 128
 VECTORS = {

@@ -26,8 +26,8 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from research.experiment import parse_knobs
-from research.plotting import save_figure
+from research.studies.experiment import parse_knobs
+from research.studies.plotting import save_figure
 
 METHODS = ("none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3")
 SEQ_LEN = 64  # L, the pre-training length

@@ -26,8 +26,8 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
-from research.experiment import parse_knobs, schedule
-from research.plotting import save_figure
+from research.studies.experiment import parse_knobs, schedule
+from research.studies.plotting import save_figure
 
 TOKENIZERS = {
     "byte": {"name": "byte"},

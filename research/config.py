@@ -1,35 +1,83 @@
-"""Typed, frozen experiment configuration.
+"""Typed, frozen experiment configuration: one `Config` describes a run completely.
 
-A run is fully described by one `Config`. Choices with several options are `Spec`s: plain dicts
-`{"name": ..., **kwargs}` resolved through a registry (`resolve_spec`) into the registered, frozen config
-dataclass. `validate(config)` resolves every spec and checks every cross-field constraint *before* any JAX work,
-so a typo fails in milliseconds with the field name and the valid choices.
+Sections (`data`, `model`, `train`, `eval`, `task`) are frozen dataclasses. Each validates itself (`validate`: every
+field's type, fixed choices as `Literal`s, ranges and constraints between its own fields) and `Config.validate()`
+validates them all. Choices with several options are `Spec`s (research/specs.py), resolved through registries by
+the code that owns them. The whole check of a run, sections plus what its objective resolves (corpus, tokenizer or
+task, model, positional scheme), is `research.training.objective.validate(config)`: it runs before any data is read
+or anything compiles, so a typo fails in milliseconds with the field name and the valid choices.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from research.registry import Registry
+from research.specs import (
+    ConfigError,
+    Spec,
+    coerce,
+    is_spec_type,
+    parse_scalar,
+    parse_spec,
+    resolve_spec,
+    spec_value,
+)
 
-Spec = dict  # {"name": <registered name or 'pkg.module:Attr'>, **kwargs}
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "PretrainedConfig", "Spec", "TaskConfig",
+    "TrainConfig", "parse_scalar", "parse_spec", "resolve_spec",
+]  # fmt: skip
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field and what was expected."""
+VectorFormat = Literal["word2vec-text", "word2vec-binary", "glove", "fasttext-vec", "fasttext-bin"]
+ComputeDtype = Literal["float32", "bfloat16"]
 
 
 def _frozen(cls):
     return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
 
 
+class Section:
+    """A config section: `validate(prefix)` checks every field's type (and `Literal` choices), then `check`, the
+    section's own constraints, then every nested section. Errors are ConfigError naming `prefix.field`."""
+
+    def validate(self, prefix: str = "") -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, name = getattr(self, f.name), _join(prefix, f.name)
+            if isinstance(value, Section):
+                continue
+            if is_spec_type(hints[f.name]):
+                if value is not None and not isinstance(value, str | dict):
+                    raise ConfigError(
+                        f"{name}: expected a spec ('name' or 'name:key=value,...'), got {value!r}"
+                    )
+            else:
+                coerce(value, hints[f.name], name)
+        self.check(prefix)
+        for f in dataclasses.fields(self):
+            if isinstance(value := getattr(self, f.name), Section):
+                value.validate(_join(prefix, f.name))
+
+    def check(self, prefix: str) -> None:
+        """Constraints between this section's fields; raise ConfigError naming the field."""
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _positive(section, prefix: str, *names: str) -> None:
+    for name in names:
+        if getattr(section, name) <= 0:
+            raise ConfigError(f"{prefix}.{name}: expected a positive integer, got {getattr(section, name)}")
+
+
 @_frozen
-class DataConfig:
+class DataConfig(Section):
     corpus: Spec = dataclasses.field(default_factory=lambda: {"name": "wiki-sample"})
     """Which text: `wiki-sample` (default, ships with gensim), `text` (path=file or folder), `wikitext` (path=folder)."""
     tokenizer: Spec = dataclasses.field(default_factory=lambda: {"name": "byte"})
@@ -50,20 +98,32 @@ class DataConfig:
     max_eval_bytes: int | None = None
     """Cap on the UTF-8 bytes of the valid/test splits used (cut at a document boundary); None = whole split."""
 
+    def check(self, prefix: str) -> None:
+        _positive(self, prefix, "seq_len", "batch_size")
+        a, b = self.train_docs
+        if not 0.0 <= a < b <= 1.0:
+            raise ConfigError(f"{prefix}.train_docs: expected 0 <= start < end <= 1, got {self.train_docs}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(
+                f"{prefix}.train_fraction: expected 0 < fraction <= 1, got {self.train_fraction}"
+            )
+        if self.max_eval_bytes is not None and self.max_eval_bytes <= 0:
+            raise ConfigError(f"{prefix}.max_eval_bytes: expected None or > 0, got {self.max_eval_bytes}")
+
 
 @_frozen
-class PretrainedConfig:
-    """Initialise the embedding table from pretrained word vectors (research/embedding/pretrained.py)."""
+class PretrainedConfig(Section):
+    """Initialise the embedding table from pretrained word vectors (research/vectors/)."""
 
     path: str | None = None
     """A word2vec text/binary, GloVe or fastText .vec/.bin file, or a recipe `train:ALGO:CORPUS[,key=value...]`
-    (research/vectors.py: vectors trained with gensim once, cached, e.g.
+    (research/vectors/train.py: vectors trained with gensim once, cached, e.g.
     `train:word2vec:wiki-sample:0.5-1.0,dim=128`); None = the design's random initialisation."""
-    format: str | None = None
-    """word2vec-text, word2vec-binary, glove, fasttext-vec or fasttext-bin; None = detect from the file."""
+    format: VectorFormat | None = None
+    """The file's format; None = detect it from the file."""
     limit: int | None = None
     """Read only the first N vectors (files are usually sorted by frequency)."""
-    unmatched: str = "random"
+    unmatched: Literal["random", "zeros", "mean"] = "random"
     """Rows of tokens with no vector: 'random' (normal, at the pretrained vectors' scale), 'zeros' or 'mean'."""
     rescale: bool = False
     """Scale the aligned rows so that their entries' standard deviation equals model.embedding.init_std (the random
@@ -75,7 +135,7 @@ class PretrainedConfig:
     projection: bool = True
     """Vectors narrower or wider than d_model: learn a projection to d_model (the `table` design becomes
     `factorized` with embed_dim = the vectors' dimension); False makes a dimension mismatch an error."""
-    mode: str = "finetune"
+    mode: Literal["finetune", "frozen", "frozen_then_finetune"] = "finetune"
     """'finetune' (train the table with the rest), 'frozen' (never update it), or 'frozen_then_finetune'
     (frozen for freeze_steps steps, then trained); through optax.multi_transform. A tied readout shares the
     table, so freezing the table freezes it too."""
@@ -83,12 +143,23 @@ class PretrainedConfig:
     """Steps the table stays frozen with mode='frozen_then_finetune'."""
     encoding: str = "utf-8"
     """Encoding of the words in the file."""
-    errors: str = "strict"
+    errors: Literal["strict", "replace", "ignore"] = "strict"
     """What to do with words that do not decode: 'strict' (error naming the line), 'replace' or 'ignore'."""
+
+    def check(self, prefix: str) -> None:
+        if self.path is None and (self.mode != "finetune" or self.freeze_steps):
+            raise ConfigError(f"{prefix}.mode/freeze_steps: need {prefix}.path (a vector file)")
+        if self.freeze_steps < 0 or (self.freeze_steps and self.mode != "frozen_then_finetune"):
+            raise ConfigError(
+                f"{prefix}.freeze_steps: expected >= 0, and > 0 only with mode='frozen_then_finetune', got "
+                f"{self.freeze_steps} with mode={self.mode!r}"
+            )
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"{prefix}.limit: expected a positive integer or None, got {self.limit}")
 
 
 @_frozen
-class ModelConfig:
+class ModelConfig(Section):
     d_model: int = 128
     """Residual-stream width E."""
     num_layers: int = 4
@@ -109,10 +180,18 @@ class ModelConfig:
     pretrained: PretrainedConfig = dataclasses.field(default_factory=PretrainedConfig)
     """Pretrained vectors for the embedding table (designs `table`, `factorized`)."""
 
+    def check(self, prefix: str) -> None:
+        _positive(self, prefix, "d_model", "num_layers", "num_heads", "mlp_ratio")
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"{prefix}.d_model: expected a multiple of {prefix}.num_heads={self.num_heads}, got {self.d_model}"
+            )
+
 
 @_frozen
-class TrainConfig:
+class TrainConfig(Section):
     steps: int = 1000
+    """Optimizer steps; 0 (with init_from) evaluates the loaded parameters only."""
     learning_rate: float = 3e-3
     """Peak AdamW learning rate, reached after warmup_steps, then cosine decay."""
     warmup_steps: int = 100
@@ -132,23 +211,52 @@ class TrainConfig:
     model_axis: int = 1
     """Devices per model-parallel group: the embedding table and readout are sharded over the vocabulary across
     them (for vocabularies of 256k and more); the device count must be a multiple. 1 = pure data parallelism."""
-    compute_dtype: str = "float32"
+    compute_dtype: ComputeDtype = "float32"
     """Mixed precision: 'bfloat16' runs the training forward and backward pass in bfloat16 from float32 master
     parameters (cast inside the step; optimizer state and updates stay float32). Evaluation runs in float32."""
     loss_chunk: int = 1024
     """> 0: the training loss walks the B*T targets in chunks of this many tokens and computes each chunk's readout
-    gradients in the same pass, never holding the [B,T,V] logits (research/loss.py); same value up to summation
-    order, faster and smaller. 0 = the plain loss on the full logits (the default before 2026-11-29: configs saved
-    without this field read back as 0, see LEGACY_DEFAULTS)."""
+    gradients in the same pass, never holding the [B,T,V] logits (research/training/loss.py); same value up to
+    summation order, faster and smaller. 0 = the plain loss on the full logits (configs saved before this field
+    existed read back as 0: LEGACY_DEFAULTS)."""
     init_from: str | None = None
     """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its
     own runs; the sweep starts such a run only after that one has finished. With init_from, steps may be 0
     (evaluate the loaded parameters only)."""
 
+    def check(self, prefix: str) -> None:
+        if self.steps < 0 or (self.steps == 0 and self.init_from is None):
+            raise ConfigError(
+                f"{prefix}.steps: expected a positive integer (or 0 with {prefix}.init_from: evaluation only), "
+                f"got {self.steps}"
+            )
+        if not self.learning_rate > 0:
+            raise ConfigError(f"{prefix}.learning_rate: expected > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ConfigError(
+                f"{prefix}.warmup_steps: expected 0..{prefix}.steps={self.steps}, got {self.warmup_steps}"
+            )
+        for name, low, high in (("min_lr_ratio", 0, 1), ("b1", 0, 1), ("b2", 0, 1)):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"{prefix}.{name}: expected {low}..{high}, got {getattr(self, name)}")
+        if self.weight_decay < 0 or not self.grad_clip > 0:
+            raise ConfigError(
+                f"{prefix}.weight_decay / grad_clip: expected >= 0 and > 0, got {self.weight_decay}, {self.grad_clip}"
+            )
+        _positive(self, prefix, "log_every", "checkpoint_every", "keep_checkpoints", "model_axis")
+        if self.eval_every < 0:
+            raise ConfigError(
+                f"{prefix}.eval_every: expected >= 0 (0 = no periodic validation), got {self.eval_every}"
+            )
+        if self.loss_chunk < 0:
+            raise ConfigError(
+                f"{prefix}.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {self.loss_chunk}"
+            )
+
 
 @_frozen
-class EvalConfig:
+class EvalConfig(Section):
     length_multipliers: tuple[int, ...] = (1, 2, 4, 8)
     """Final test evaluation at these multiples of data.seq_len (the extrapolation curve)."""
     lengths: tuple[int, ...] | None = None
@@ -166,10 +274,27 @@ class EvalConfig:
     """Positional encoding for the final test evaluation only (None = the trained one), run with the trained
     parameters, e.g. `rope:scaling=...` on a model trained with plain `rope`; its parameters must match."""
 
+    def check(self, prefix: str) -> None:
+        if not self.length_multipliers or min(self.length_multipliers) <= 0:
+            raise ConfigError(f"{prefix}.length_multipliers: expected positive integers, e.g. [1, 2, 4, 8]")
+        if self.lengths is not None and (not self.lengths or min(self.lengths) <= 0):
+            raise ConfigError(f"{prefix}.lengths: expected positive integers, e.g. [64, 128, 256], or None")
+        buckets = self.frequency_buckets
+        if buckets is not None and (not buckets or min(buckets) < 1 or list(buckets) != sorted(set(buckets))):
+            raise ConfigError(
+                f"{prefix}.frequency_buckets: expected increasing positive edges, e.g. [10, 100], got {buckets}"
+            )
+        _positive(self, prefix, "batch_size")
+        if self.valid_max_windows < 0:
+            raise ConfigError(
+                f"{prefix}.valid_max_windows: expected >= 0 (0 = whole split), got {self.valid_max_windows}"
+            )
+
 
 @_frozen
-class TaskConfig:
-    """A synthetic length-generalisation task instead of a text corpus (research/data/tasks.py, research/train_task.py).
+class TaskConfig(Section):
+    """A synthetic length-generalisation task instead of a text corpus (research/data/tasks.py,
+    research/training/task.py).
 
     Training input lengths n are drawn uniformly from [1, train_max_length] (one n per batch, as Ruoss et al. 2023);
     evaluation covers every n in [1, eval_max_length]. Examples are right-padded to one shape, so a run compiles
@@ -185,9 +310,17 @@ class TaskConfig:
     eval_examples: int = 128
     """Test examples per input length (a fixed set, the same for every run)."""
 
+    def check(self, prefix: str) -> None:
+        _positive(self, prefix, "train_max_length", "eval_examples")
+        if self.eval_max_length < self.train_max_length:
+            raise ConfigError(
+                f"{prefix}.eval_max_length: expected >= {prefix}.train_max_length={self.train_max_length}, "
+                f"got {self.eval_max_length}"
+            )
+
 
 @_frozen
-class Config:
+class Config(Section):
     seed: int = 0
     """Seeds parameters and the data order."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -196,122 +329,9 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
 
-
-# ----------------------------------------------------------------------------------------------- specs
-
-
-def parse_spec(value: str | dict) -> Spec:
-    """`rope`, `rope:base=500,interleaved=true` or a JSON object -> Spec dict."""
-    if isinstance(value, dict):
-        return dict(value)
-    value = value.strip()
-    if value.startswith("{"):
-        spec = json.loads(value)
-        if "name" not in spec:
-            raise ConfigError(f"spec {value!r} has no 'name'")
-        return spec
-    name, _, rest = value.partition(":") if not _looks_like_import_path(value) else (value, "", "")
-    if _looks_like_import_path(value) and "@" in value:  # pkg.mod:Attr@k=v
-        name, _, rest = value.partition("@")
-    spec: dict[str, Any] = {"name": name}
-    for item in filter(None, rest.split(",")):
-        key, eq, raw = item.partition("=")
-        if not eq:
-            raise ConfigError(f"spec {value!r}: expected key=value, got {item!r}")
-        spec[key.strip()] = parse_scalar(raw.strip())
-    return spec
-
-
-def _looks_like_import_path(value: str) -> bool:
-    head, sep, tail = value.partition(":")
-    return bool(sep) and "." in head and "=" not in head and tail[:1].isupper()
-
-
-def parse_scalar(raw: str) -> Any:
-    """Command-line literal -> int / float / bool / None / list (JSON) / str."""
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
-def resolve_spec(registry: Registry, spec: Spec | str, *, field: str) -> Any:
-    """Spec -> instance of the registered frozen config class; unknown names or keys raise ConfigError."""
-    spec = parse_spec(spec)
-    if "name" not in spec:
-        raise ConfigError(f"{field}: a spec needs a 'name'; valid choices: {', '.join(registry.names())}")
-    try:
-        cls = registry.get(spec["name"], field=field)
-    except KeyError as e:
-        raise ConfigError(str(e)) from None
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    valid = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"{field}: {spec['name']!r} has no option(s) {unknown}; valid options: {sorted(valid) or 'none'}"
-        )
-    kwargs = {k: _coerce(v, valid[k].type, f"{field}.{k}", cls) for k, v in kwargs.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{field}: {e}") from None
-
-
-def _coerce(value, annotation, field: str, owner=None):
-    """Light type check and conversion for values coming from JSON or the command line."""
-    if isinstance(annotation, str):
-        hints = typing.get_type_hints(owner) if owner is not None else {}
-        annotation = hints.get(field.rsplit(".", 1)[-1], Any)
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any or annotation is dict:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, field)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{field}: bad value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{field}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        return tuple(_coerce(v, inner, field) for v in value)
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{field}: expected one of {list(args)}, got {value!r}")
-        return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{field}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{field}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{field}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{field}: expected a string, got {value!r}")
-        return value
-    return value
+    def check(self, prefix: str) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed: expected a non-negative integer, got {self.seed}")
 
 
 # ------------------------------------------------------------------------------------- (de)serialising
@@ -347,10 +367,10 @@ def from_dict(cls, data: dict, *, prefix: str = ""):
         name = f"{prefix}{key}"
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value, prefix=name + ".")
-        elif hint is Spec or typing.get_origin(hint) is dict:
-            kwargs[key] = parse_spec(value)
+        elif is_spec_type(hint):
+            kwargs[key] = spec_value(value)
         else:
-            kwargs[key] = _coerce(value, hint, name)
+            kwargs[key] = coerce(value, hint, name)
     return cls(**kwargs)
 
 
@@ -372,10 +392,10 @@ def replace_path(config, path: str, value, *, _prefix: str = ""):
         inner = replace_path(getattr(config, head), rest, value, _prefix=f"{_prefix}{head}.")
         return dataclasses.replace(config, **{head: inner})
     hint = typing.get_type_hints(type(config))[head]
-    if hint is Spec or typing.get_origin(hint) is dict:
-        value = parse_spec(value)
+    if is_spec_type(hint):
+        value = spec_value(value)
     else:
-        value = _coerce(value, hint, _prefix + path)
+        value = coerce(value, hint, _prefix + path)
     return dataclasses.replace(config, **{head: value})
 
 

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from research.faults import compare_runs, kill_and_resume, run
+from research.training.faults import compare_runs, kill_and_resume, run
 
 
 def main(argv=None) -> int:

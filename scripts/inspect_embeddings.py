@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from research.inspect_embeddings import export_table, inspect
+from research.analysis.embeddings import export_table, inspect
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from research.diagnostics import plot_attention_distance, plot_scheme
+from research.analysis.positional import plot_attention_distance, plot_scheme
 from research.positional import POSITIONAL, Dims
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from research.report import write_report
+from research.studies.report import write_report
 
 
 def main(argv=None) -> int:

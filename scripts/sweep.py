@@ -1,5 +1,5 @@
 """Run an experiment's sweep: `python scripts/sweep.py experiments/<study>.py[:knobs] [--jobs N]`, or on a SLURM
-cluster: `... --launcher slurm --partition P --time MIN --gpus-per-run G` (submitit; research/cluster.py).
+cluster: `... --launcher slurm --partition P --time MIN --gpus-per-run G` (submitit; research/studies/cluster.py).
 
 Finished runs (with summary.json) are skipped (`--reuse results/<study>/runs` also adopts saved runs whose config
 is identical); unfinished ones resume from their last checkpoint. A failed run is
@@ -12,8 +12,8 @@ import argparse
 import sys
 
 from research.config import ConfigError
-from research.hostmem import reexec_with_huge_pages
-from research.sweep import plan, run_sweep
+from research.runtime.hostmem import reexec_with_huge_pages
+from research.studies.sweep import plan, run_sweep
 
 
 def main(argv=None) -> int:
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                 print(f"{'done' if run.finished else 'todo'}  {run.workdir}")
             return 0
         if args.launcher != "local":
-            from research.cluster import submit_sweep
+            from research.studies.cluster import submit_sweep
 
             failed = submit_sweep(
                 args.experiment,
@@ -81,5 +81,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/hostmem.py)
+    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/runtime/hostmem.py)
     sys.exit(main())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from research.cli import apply_overrides, build_parser
 from research.config import ConfigError
-from research.experiment import load_experiment, split_target
-from research.hostmem import reexec_with_huge_pages
 from research.registry import RegistryError
+from research.runtime.hostmem import reexec_with_huge_pages
+from research.studies.cli import apply_overrides, build_parser
+from research.studies.experiment import load_experiment, split_target
 
 
 def main(argv=None) -> int:
@@ -16,10 +16,10 @@ def main(argv=None) -> int:
     try:
         path, arg = split_target(args.experiment)
         config = apply_overrides(load_experiment(path).get_config(arg), args)
-        from research.distributed import initialize
+        from research.runtime.distributed import initialize
 
         initialize(args.coordinator, args.num_processes, args.process_id)  # before any other JAX call
-        from research.train import train_and_evaluate, validate  # JAX imports after argument errors
+        from research.training.loop import train_and_evaluate, validate  # JAX imports after argument errors
 
         validate(config)
     except (ConfigError, RegistryError, ValueError) as e:
@@ -35,5 +35,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/hostmem.py)
+    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/runtime/hostmem.py)
     sys.exit(main())

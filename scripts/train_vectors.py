@@ -1,4 +1,4 @@
-"""Train word vectors with gensim and write the standard formats (research/vectors.py).
+"""Train word vectors with gensim and write the standard formats (research/vectors/train.py).
 
     python scripts/train_vectors.py --algo word2vec lee runs/vectors/lee_w2v      # -> .txt, .bin, .json
     python scripts/train_vectors.py --algo fasttext CORPUS.txt runs/vectors/ft     # -> .vec, .bin, .json
@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
-from research.hostmem import reexec_with_huge_pages
-from research.vectors import ALGOS, train_vectors
+from research.runtime.hostmem import reexec_with_huge_pages
+from research.vectors.train import ALGOS, train_vectors
 
 
 def main(argv=None) -> int:
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.eval:
-        from research.embedding.intrinsic import intrinsic_scores
-        from research.embedding.pretrained import load_vectors
+        from research.vectors.intrinsic import intrinsic_scores
+        from research.vectors.read import load_vectors
 
         vectors = load_vectors(info["files"][1])
         print(json.dumps(intrinsic_scores(vectors.words, vectors.matrix), indent=1))
@@ -53,5 +53,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/hostmem.py)
+    reexec_with_huge_pages()  # before any work: glibc reads the tunable at start (research/runtime/hostmem.py)
     sys.exit(main())

@@ -36,8 +36,8 @@ def check_resume_equivalence(
 ) -> None:
     """Interrupt a run at `crash_step`, rerun it on the same workdir: it resumes from `checkpoint_step`, ends with
     the uninterrupted run's metrics bit for bit, and metrics.jsonl has every step once."""
-    from research.metrics import read_jsonl
-    from research.train import train_and_evaluate
+    from research.training.loop import train_and_evaluate
+    from research.training.metrics import read_jsonl
 
     reference = train_and_evaluate(config, tmp_path / "straight", log=lambda m: None)
 

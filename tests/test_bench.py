@@ -76,7 +76,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
 
 
 def test_peer_rounds_alternate_ours_and_the_peer(tmp_path):
-    from research.bench_peer import available
+    from research.bench.peer import available
 
     if not available():
         pytest.skip("the optional PyTorch peer is not installed (pip install -e .[peers])")
@@ -93,7 +93,7 @@ def test_peer_rounds_alternate_ours_and_the_peer(tmp_path):
 
 
 def test_peer_model_matches_our_parameter_count():
-    from research.bench_peer import available, bench_peer
+    from research.bench.peer import available, bench_peer
 
     if not available():
         pytest.skip("the optional PyTorch peer is not installed (pip install -e .[peers])")
@@ -104,7 +104,8 @@ def test_peer_model_matches_our_parameter_count():
 
 
 def test_embedding_and_reader_rows(tmp_path, monkeypatch):
-    from research.bench import embedding_bandwidth, reader_benchmark
+    from research.bench.embedding import embedding_bandwidth
+    from research.bench.reader import reader_benchmark
 
     sparse, dense = embedding_bandwidth(vocab=4096, dim=64, tokens=256, repeats=2)
     assert (
@@ -114,10 +115,7 @@ def test_embedding_and_reader_rows(tmp_path, monkeypatch):
     assert sparse["bytes"] == 4 * 5 * 256 * 64 and dense["bytes"] == 4 * (5 * 256 * 64 + 4096 * 64)
     assert all(0 < r["fraction_of_copy"] and r["step_ms"] > 0 for r in (sparse, dense))
     assert dense["zero_fill_ms"] > 0
-    import sys
-
-    sys.path.insert(0, "scripts")
-    from bench import render
+    from research.bench.report import render
 
     result = {
         "reference": {}, "rows": [], "machine": {"cpu": "cpu", "cores": 2}, "device": {"count": 1, "kind": "cpu"},
@@ -144,7 +142,7 @@ def test_bench_in_bfloat16(tmp_path, capsys):
     sys.path.insert(0, "scripts")
     from bench import main
 
-    from research.bench import reference
+    from research.bench.reference import reference
 
     r = reference("nope", {**TINY, "compute_dtype": "bfloat16"})
     assert "bf16" in r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).as_text()

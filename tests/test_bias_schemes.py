@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from research.model.attention import causal_mask, causal_mask_of
+from research.model.attention import causal_mask
 from research.positional import POSITIONAL, POSITIONS, Dims
+from research.positional.base import causal_mask_of
 from research.positional.data_dependent_alibi import forget_log_gates, forgetting_bias
 from research.positional.fire import fire_bias, fire_normalized_distance
 from research.positional.kerple import kerple_log_bias, kerple_power_bias
@@ -272,10 +273,10 @@ def _np_cope(q, k, table, t, s):
 
 @pytest.fixture(params=["native", "jnp"])
 def cope_path(request, monkeypatch):
-    """CoPE's two implementations of the counts and interpolation: the fused CPU kernel (research/native.py; skipped
+    """CoPE's two implementations of the counts and interpolation: the fused CPU kernel (research/runtime/native.py; skipped
     without a C++ compiler) and the jnp path (RESEARCH_NATIVE=0, also what other platforms run)."""
-    from research import native
     from research.positional import cope
+    from research.runtime import native
 
     if request.param == "jnp":
         monkeypatch.setenv("RESEARCH_NATIVE", "0")

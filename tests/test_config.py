@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from research.config import Config, ConfigError, from_dict, parse_spec, replace_path, to_dict
-from research.train import validate
+from research.training.loop import validate
 
 from .conftest import tiny_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.diagnostics import plot_scheme, probe
+from research.analysis.positional import plot_scheme, probe
 from research.positional import Dims
 
 DIMS = Dims(d_model=32, num_heads=4, head_dim=8, num_layers=2, max_len=16)
@@ -33,7 +33,7 @@ def test_plot_writes_a_png(tmp_path):
 def test_mean_attention_distance_formula():
     """Uniform causal attention over S = T keys: query i averages distances 0..i, i.e. i/2; a one-hot on the key
     k steps back gives k."""
-    from research.diagnostics import mean_attention_distance
+    from research.analysis.positional import mean_attention_distance
 
     t = 6
     uniform = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]  # [T,S]
@@ -50,8 +50,8 @@ def test_mean_attention_distance_formula():
 def test_trained_run_attention_distance(tmp_path):
     """From a run directory: the sown weights of every layer and head; ALiBi's steepest head attends closer than
     its flattest one, and the figure is written."""
-    from research.diagnostics import plot_attention_distance
-    from research.train import train_and_evaluate
+    from research.analysis.positional import plot_attention_distance
+    from research.training.loop import train_and_evaluate
 
     from .conftest import tiny_config
 

@@ -11,7 +11,8 @@ from flax import nnx
 
 from research.config import ConfigError, ModelConfig, resolve_spec
 from research.embedding import EMBEDDINGS
-from research.model.transformer import Transformer, parameter_counts, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer, parameter_counts
 
 V, D = 50, 16
 CHARS = {"char_dim": 4, "widths": [1, 2, 3], "filters_per_width": 2, "max_chars": 8}
@@ -128,7 +129,7 @@ def test_bad_embedding_options_name_the_field():
 
 
 def test_nearest_neighbours_and_pca():
-    from research.inspect_embeddings import nearest_neighbours, pca_2d
+    from research.analysis.embeddings import nearest_neighbours, pca_2d
 
     vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
     assert [i for i, _ in nearest_neighbours(vectors, 0, 3)] == [1, 2, 3]
@@ -143,8 +144,8 @@ def test_nearest_neighbours_and_pca():
 
 
 def test_inspect_a_trained_run(tmp_path):
-    from research.inspect_embeddings import inspect
-    from research.train import train_and_evaluate
+    from research.analysis.embeddings import inspect
+    from research.training.loop import train_and_evaluate
 
     from .conftest import tiny_config
 
@@ -155,13 +156,13 @@ def test_inspect_a_trained_run(tmp_path):
     assert all(p != "e" for p, _ in result["neighbours"]["e"])
     with pytest.raises(KeyError, match="not in the vocabulary"):
         inspect(tmp_path / "run", tokens=["no such token"])
-    from research.embedding.pretrained import load_vectors
-    from research.inspect_embeddings import export_table, token_vectors
+    from research.analysis.embeddings import export_table, token_vectors
+    from research.vectors.read import load_vectors
 
     info = export_table(tmp_path / "run", tmp_path / "vectors.bin", binary=True)
     exported = load_vectors(info["path"])
     assert len(exported) == info["words"] > 50 and exported.dim == 32
-    from research.diagnostics import load_trained_model
+    from research.analysis.trained import load_trained_model
 
     _, model, _ = load_trained_model(tmp_path / "run")
     e_id = 101  # byte tokenizer: id of 'e'
@@ -260,7 +261,7 @@ def test_word_level_run_with_char_cnn(tmp_path):
     """End to end: a word-level LM whose input vectors come from characters trains, evaluates and is inspected."""
     import dataclasses
 
-    from research.train import train_and_evaluate
+    from research.training.loop import train_and_evaluate
 
     from .conftest import tiny_config
 
@@ -275,6 +276,6 @@ def test_word_level_run_with_char_cnn(tmp_path):
     summary = train_and_evaluate(config, tmp_path / "run", log=lambda m: None)
     assert summary["params"]["readout"] == 32 * 500
     assert np.isfinite(summary["metrics"]["test/len_16/bpb"]) and summary["oov_rate"]["test"] > 0
-    from research.inspect_embeddings import inspect
+    from research.analysis.embeddings import inspect
 
     assert inspect(tmp_path / "run", k=2)["figure"].exists()

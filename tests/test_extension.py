@@ -14,10 +14,11 @@ import pytest
 from flax import nnx
 
 from research.config import Config, ConfigError, ModelConfig, parse_spec, resolve_spec
-from research.model.transformer import Transformer, parameter_counts, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer, parameter_counts
 from research.positional import POSITIONAL, Dims
 from research.positional.alibi import alibi_bias, alibi_slopes
-from research.train import train_and_evaluate, validate
+from research.training.loop import train_and_evaluate, validate
 from tests.fixtures.my_pe import CappedALiBiConfig, capped_alibi_bias
 
 from .conftest import tiny_config

@@ -1,4 +1,4 @@
-"""research.hostmem: glibc's transparent huge pages for XLA's CPU buffers, set by re-executing the entry points."""
+"""research.runtime.hostmem: glibc's transparent huge pages for XLA's CPU buffers, set by re-executing the entry points."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from research import hostmem
+from research.runtime import hostmem
 
 TUNABLE = "glibc.malloc.hugetlb=1"
 
@@ -60,7 +60,7 @@ def _run(code: str, env: dict, *args: str) -> str:
 @pytest.mark.skipif(not hostmem.supported(), reason="needs glibc and transparent huge pages not 'never'")
 def test_reexec_starts_the_process_again_with_the_tunable_and_its_arguments():
     code = (
-        "import os, sys\nfrom research import hostmem\nprint('started', flush=True)\n"
+        "import os, sys\nfrom research.runtime import hostmem\nprint('started', flush=True)\n"
         "hostmem.reexec_with_huge_pages()\nprint(hostmem.active(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])"
     )
     out = _run(code, _env_without_tunables(), "a", "--b").splitlines()

@@ -1,4 +1,4 @@
-"""The fused chunked loss (research/loss.py) equals the plain loss on full logits, value and gradients, for every
+"""The fused chunked loss (research/training/loss.py) equals the plain loss on full logits, value and gradients, for every
 readout (tied table, untied, factorized, char-aware), with masks, padding to the chunk and bfloat16."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 from flax import nnx
 
 from research.config import ConfigError, ModelConfig
-from research.loss import fused_mean_nll, mean_nll
-from research.model.transformer import Transformer, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer
+from research.training.loss import fused_mean_nll, mean_nll
 
 B, T, V = 3, 10, 50
 
@@ -86,7 +87,7 @@ def test_fused_equals_plain(embedding, chunk, masked):
 def test_fused_bfloat16_and_train_step_agree():
     """The training step with loss_chunk gives the plain step's losses over three updates (float32 and bf16)."""
     from research.positional.positions import Contiguous
-    from research.train import make_train_step
+    from research.training.step import make_train_step
 
     model = build({"name": "table"})
     graphdef, params = nnx.split(model)
@@ -112,7 +113,7 @@ def test_fused_bfloat16_and_train_step_agree():
 
 def test_negative_loss_chunk_is_refused():
     from research.config import Config, TrainConfig
-    from research.train import validate
+    from research.training.loop import validate
 
     with pytest.raises(ConfigError, match="train.loss_chunk"):
         validate(Config(train=TrainConfig(loss_chunk=-1)))

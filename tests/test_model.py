@@ -10,7 +10,8 @@ from flax import nnx
 
 from research.config import ModelConfig
 from research.embedding import EMBEDDINGS
-from research.model.transformer import Transformer, parameter_counts, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer, parameter_counts
 from research.positional import POSITIONAL
 from research.positional.positions import random_sorted_subset
 

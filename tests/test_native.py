@@ -1,4 +1,4 @@
-"""The native CPU kernels (research/native.py) and CoPE's fused kernel (research/positional/cope_cpu.cc).
+"""The native CPU kernels (research/runtime/native.py) and CoPE's fused kernel (research/positional/cope_cpu.cc).
 
 The kernel is checked against float64 numpy references of CoPE's equations, piece by piece at its own gates and
 counts (its `counts` target runs the code both passes share), so that every comparison is well conditioned: the
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import native
 from research.positional import cope
+from research.runtime import native
 
 from .test_parallel import run_on_eight_devices
 
@@ -151,7 +151,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from research.parallel import make_mesh
+from research.runtime.mesh import make_mesh
 from research.positional import cope
 
 rng = np.random.default_rng(0)
@@ -196,7 +196,7 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path, monkeypatch, caplo
     assert native.state().startswith("on (")
     source = tmp_path / "broken.cc"
     source.write_text("this is not C++\n")
-    with caplog.at_level(logging.WARNING, logger="research.native"):
+    with caplog.at_level(logging.WARNING, logger="research.runtime.native"):
         assert native.load(source, ("research_broken",)) is False
     (record,) = caplog.records
     assert "broken.cc" in record.getMessage() and "jnp path" in record.getMessage()

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from research.config import ConfigError
-from research.train import train_and_evaluate
+from research.training.loop import train_and_evaluate
 
 from .conftest import tiny_config
 
@@ -40,9 +40,10 @@ EIGHT_DEVICES = textwrap.dedent(
     import optax
     from flax import nnx
     from research.config import ModelConfig, ConfigError
-    from research.model.transformer import Transformer, resolve_model
-    from research.parallel import check_batch, make_mesh, replicate, shard_batch
-    from research.train import make_optimizer, make_train_step
+    from research.model.build import resolve_model
+    from research.model.transformer import Transformer
+    from research.runtime.mesh import check_batch, make_mesh, replicate, shard_batch
+    from research.training.step import make_optimizer, make_train_step
     from research.config import TrainConfig
 
     assert jax.device_count() == 8
@@ -120,7 +121,7 @@ def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monke
     """SIGKILL the training process at 5 random moments (inside steps, metric writes and asynchronous checkpoint
     saves: a checkpoint every step), resume each time: the final parameters and optimizer state equal the
     uninterrupted run's bit for bit, and metrics.jsonl holds every step exactly once."""
-    from research.faults import compare_runs, kill_and_resume, run
+    from research.training.faults import compare_runs, kill_and_resume, run
 
     from .test_sweep_report import write_experiment
 
@@ -191,8 +192,9 @@ VOCAB_SHARDED = textwrap.dedent(
     import optax
     from flax import nnx
     from research.config import ModelConfig
-    from research.model.transformer import Transformer, resolve_model
-    from research.parallel import make_mesh, shard_batch, shard_params
+    from research.model.build import resolve_model
+    from research.model.transformer import Transformer
+    from research.runtime.mesh import make_mesh, shard_batch, shard_params
 
     resolved = resolve_model(ModelConfig(d_model=32, num_layers=1, num_heads=4,
                                          embedding={"name": "table", "tied": False}), max_len=16, vocab_size=64)
@@ -202,7 +204,7 @@ VOCAB_SHARDED = textwrap.dedent(
     inputs = rng.integers(0, 64, (8, 16)).astype(np.int32)
     targets = rng.integers(0, 64, (8, 16)).astype(np.int32)
 
-    from research.loss import fused_mean_nll
+    from research.training.loss import fused_mean_nll
 
     def loss_fn(p, x, y, fused=False):
         pos = resolved.positions.sample(x.shape[0], x.shape[1], key=None, train=False)
@@ -248,7 +250,7 @@ def test_vocabulary_sharded_embedding_matches_replicated():
 
 
 def test_model_axis_must_divide_the_devices():
-    from research.parallel import make_mesh
+    from research.runtime.mesh import make_mesh
 
     with pytest.raises(ConfigError, match="train.model_axis"):
         make_mesh(model=3)

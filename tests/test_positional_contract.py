@@ -16,7 +16,8 @@ import pytest
 from flax import nnx
 
 from research.config import ModelConfig, resolve_spec
-from research.model.transformer import Transformer, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer
 from research.positional import POSITIONAL, POSITIONS, Dims
 
 # Schemes that live outside the package, named by import path: the suite covers them like registered ones.

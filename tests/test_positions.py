@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from research.config import ConfigError, ModelConfig, resolve_spec
-from research.model.transformer import Transformer, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer
 from research.positional import POSITIONAL, POSITIONS, Dims
 from research.positional.positions import check_compatible
 

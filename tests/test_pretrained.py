@@ -12,17 +12,12 @@ import numpy as np
 import pytest
 
 from research.config import ConfigError, DataConfig, ModelConfig, PretrainedConfig
-from research.embedding.intrinsic import evaluate_analogies, evaluate_similarity, gensim_datapath
-from research.embedding.pretrained import (
-    VectorFileError,
-    align,
-    char_ngrams,
-    fasttext_hash,
-    load_vectors,
-    save_vectors,
-    token_text,
-    vector_dim,
-)
+from research.vectors.align import align, token_text
+from research.vectors.base import VectorFileError
+from research.vectors.fasttext import char_ngrams, fasttext_hash
+from research.vectors.intrinsic import evaluate_analogies, evaluate_similarity, gensim_datapath
+from research.vectors.read import load_vectors, vector_dim
+from research.vectors.write import save_vectors
 
 
 def gensim_file(name):
@@ -31,8 +26,8 @@ def gensim_file(name):
 
 @pytest.fixture(scope="module")
 def lee_models(tmp_path_factory):
-    """Small Word2Vec and FastText models trained by research.vectors (gensim) on the Lee corpus."""
-    from research.vectors import train_vectors
+    """Small Word2Vec and FastText models trained by research.vectors.train (gensim) on the Lee corpus."""
+    from research.vectors.train import train_vectors
 
     folder = tmp_path_factory.mktemp("vectors")
     quiet = lambda *_: None  # noqa: E731
@@ -329,7 +324,7 @@ def test_peak_memory_stays_near_the_matrix(binary, tmp_path):
 
 
 def _vectors(words, matrix):
-    from research.embedding.pretrained import Vectors
+    from research.vectors.base import Vectors
 
     return Vectors(words, np.asarray(matrix, np.float32))
 
@@ -407,8 +402,9 @@ def test_training_modes_through_multi_transform():
     from flax import nnx
 
     from research.config import TrainConfig
-    from research.model.transformer import Transformer, resolve_model
-    from research.train import make_optimizer
+    from research.model.build import resolve_model
+    from research.model.transformer import Transformer
+    from research.training.step import make_optimizer
 
     resolved = resolve_model(ModelConfig(d_model=16, num_layers=1, num_heads=2), max_len=8, vocab_size=10)
     _, params = nnx.split(Transformer(resolved, vocab_size=10, rngs=nnx.Rngs(0)))
@@ -444,9 +440,9 @@ def _vector_file(tmp_path, dim):
 
 
 def test_frozen_pretrained_table_trains_nothing_else_changes(tmp_path, tiny):
-    from research.diagnostics import load_trained_model
-    from research.embedding.pretrained import align
-    from research.train import train_and_evaluate
+    from research.analysis.trained import load_trained_model
+    from research.training.loop import train_and_evaluate
+    from research.vectors.align import align
 
     path = _vector_file(tmp_path, 32)
     base = tiny()
@@ -471,7 +467,7 @@ def test_frozen_pretrained_table_trains_nothing_else_changes(tmp_path, tiny):
 
 
 def test_pretrained_config_errors_name_the_field(tmp_path):
-    from research.model.transformer import resolve_model
+    from research.model.build import resolve_model
 
     path = str(_vector_file(tmp_path, 8))
 
@@ -545,7 +541,7 @@ def test_intrinsic_scores_equal_gensims(lee_models):
 
 
 def test_train_vectors_is_deterministic_and_recipes_parse(lee_models, tmp_path):
-    from research.vectors import parse_recipe, train_vectors
+    from research.vectors.train import parse_recipe, train_vectors
 
     again = train_vectors(
         "lee", tmp_path / "w2v", algo="word2vec", dim=24, epochs=3, min_count=3, log=lambda *_: None

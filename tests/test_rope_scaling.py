@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from research.config import ConfigError, ModelConfig, resolve_spec
-from research.model.transformer import resolve_model
+from research.model.build import resolve_model
 from research.positional import POSITIONAL, Dims
 from research.positional.rope import RoPEConfig, apply_rope, rope_frequencies, rope_parameters
 from research.positional.rope_scaling import ROPE_SCALING, YaRN

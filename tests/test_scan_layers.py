@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from research.config import ConfigError, ModelConfig
-from research.model.transformer import Transformer, resolve_model
+from research.model.build import resolve_model
+from research.model.transformer import Transformer
 from research.positional import POSITIONAL
 
 # one scheme per hook and per-layer parameter layout in the default run; every scheme with -m slow

@@ -7,16 +7,16 @@ import json
 import statistics
 import textwrap
 
-from research.experiment import expand_sweep, format_knobs, load_experiment, parse_knobs
-from research.report import write_report
-from research.sweep import plan, run_sweep
+from research.studies.experiment import expand_sweep, format_knobs, load_experiment, parse_knobs
+from research.studies.report import write_report
+from research.studies.sweep import plan, run_sweep
 
 EXPERIMENT = textwrap.dedent(
     '''
     """Tiny study for tests."""
     import dataclasses
     from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-    from research.experiment import parse_knobs
+    from research.studies.experiment import parse_knobs
 
     def get_config(arg=""):
         k = parse_knobs(arg, positional="nope", seed=0, broken=False)
@@ -118,7 +118,7 @@ def test_report_from_summaries(tmp_path):
 
 def test_sweep_resumes_an_interrupted_run(tmp_path, monkeypatch):
     """A run killed mid-way (checkpoint, no summary) is resumed by the next sweep, not restarted or skipped."""
-    from research.train import train_and_evaluate
+    from research.training.loop import train_and_evaluate
 
     monkeypatch.chdir(tmp_path)
     exp = write_experiment(tmp_path)
@@ -172,7 +172,7 @@ CHAIN = textwrap.dedent(
     '''
     """A base run and a fine-tune of it (train.init_from names a sibling run)."""
     from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-    from research.experiment import parse_knobs
+    from research.studies.experiment import parse_knobs
 
     def get_config(arg=""):
         k = parse_knobs(arg, stage="base", broken=False)
@@ -217,7 +217,7 @@ def test_sweep_starts_a_dependent_run_after_its_source(tmp_path, monkeypatch):
 def test_submitit_launcher_runs_skips_and_chains(tmp_path, monkeypatch):
     """--launcher submitit-local (the SLURM code path on submitit's LocalExecutor): runs every run, the chained run
     after its source, skips finished runs on a second call."""
-    from research.cluster import submit_sweep, waves
+    from research.studies.cluster import submit_sweep, waves
 
     monkeypatch.chdir(tmp_path)
     exp = tmp_path / "chain.py"
@@ -240,7 +240,7 @@ def test_reuse_adopts_only_saved_runs_with_the_same_config(tmp_path):
     """--reuse: a saved summary is adopted only when its config (missing fields at their defaults) is the planned
     one; a saved run with a different config is reported and left to train."""
     from research.config import to_dict
-    from research.sweep import reuse_saved
+    from research.studies.sweep import reuse_saved
 
     path = write_experiment(tmp_path)
     _, runs = plan(str(path), tmp_path / "runs")
@@ -263,7 +263,7 @@ def test_reuse_adopts_only_saved_runs_with_the_same_config(tmp_path):
 
 
 def test_table_cells_leave_out_nan():
-    from research.report import _fmt
+    from research.studies.report import _fmt
 
     nan = float("nan")
     assert (

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from research.metrics import read_jsonl
-from research.train import train_and_evaluate
+from research.training.loop import train_and_evaluate
+from research.training.metrics import read_jsonl
 
 from .conftest import check_resume_equivalence, tiny_config
 
@@ -70,7 +70,9 @@ def test_init_from_fine_tunes_and_evaluates_the_loaded_parameters(tmp_path):
     again = train_and_evaluate(evaluate_only, tmp_path / "again", log=messages.append)
     assert again["metrics"] == base["metrics"]  # the same parameters, evaluated the same way
     assert any(m.startswith("initialised from") for m in messages)
-    from research import hostmem  # a CPU run in a process started without huge pages says how to get them
+    from research.runtime import (
+        hostmem,  # a CPU run in a process started without huge pages says how to get them
+    )
 
     assert (hostmem.missing_hint() in messages) == (hostmem.missing_hint() is not None)
     assert again["init_from"] == str((tmp_path / "base").absolute())
@@ -101,8 +103,8 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     writes no summary, and the latest checkpoint holds finite parameters."""
     import numpy as np
 
-    from research.faults import final_state
-    from research.train import TrainingDiverged
+    from research.training.faults import final_state
+    from research.training.loop import TrainingDiverged
 
     config = tiny_config("nope", steps=6, learning_rate=1e38, checkpoint_every=1, warmup_steps=0)
     with pytest.raises(TrainingDiverged, match=r"non-finite .* step"):

@@ -1,4 +1,4 @@
-"""Length-generalisation runs (research/train_task.py): padding is exact, batches are pure functions of (seed, step),
+"""Length-generalisation runs (research/training/task.py): padding is exact, batches are pure functions of (seed, step),
 the run directory and resume follow the corpus-run contract, and bad task configs fail before compiling."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from flax import nnx
 
 from research.config import Config, ConfigError, DataConfig, ModelConfig, TaskConfig, TrainConfig
 from research.data.tasks import PAD, TASKS
-from research.metrics import read_jsonl
 from research.model.transformer import Transformer
-from research.train import train_and_evaluate, validate
-from research.train_task import (
+from research.training.loop import train_and_evaluate, validate
+from research.training.metrics import read_jsonl
+from research.training.task import (
     eval_batch,
     max_sequence_length,
     pad,
@@ -69,7 +69,7 @@ def test_task_run_resumes_to_the_same_result(tmp_path):
 @pytest.mark.parametrize("positional", ["rope", "alibi", "t5_bias", "learned", "nope"])
 def test_right_padding_leaves_real_token_logits_unchanged(positional):
     """Causal attention + padding after the real tokens: logits at real positions equal the unpadded run's."""
-    from research.model.transformer import resolve_model
+    from research.model.build import resolve_model
 
     resolved = resolve_model(
         ModelConfig(d_model=16, num_layers=2, num_heads=2, positional={"name": positional}),

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from research.config import ConfigError, DataConfig
 from research.data.pipeline import prepare_data
-from research.evaluate import evaluate_split
 from research.tokenization import TOKENIZERS, Tokenizer, resolve_tokenizer
 from research.tokenization.vocab import DOC_ID, UNK_ID, pretokenize_words
+from research.training.evaluate import evaluate_split
 
 from .test_tokenization import TRICKY, tiny_documents
 
@@ -134,7 +134,7 @@ def test_bits_per_byte_is_total_bits_over_bytes(name, corpus, tmp_path):
         m = jnp.asarray(mask, jnp.float32)
         return jnp.sum(m) * math.log(v), jnp.sum(m)
 
-    from research.parallel import make_mesh
+    from research.runtime.mesh import make_mesh
 
     out = evaluate_split(uniform_step, None, split, length=16, batch_size=4, mesh=make_mesh())
     from research.data.corpora import resolve_corpus
@@ -146,7 +146,7 @@ def test_bits_per_byte_is_total_bits_over_bytes(name, corpus, tmp_path):
 
 
 def test_frequency_buckets_by_train_count():
-    from research.evaluate import frequency_buckets
+    from research.training.evaluate import frequency_buckets
 
     train = np.array([0, 2, 2, 3, 3, 3, 3, 3, 4] + [5] * 20)
     names, index = frequency_buckets(train, vocab_size=7, edges=[2, 10], unk_id=0)
@@ -157,7 +157,7 @@ def test_frequency_buckets_by_train_count():
 
 def test_loss_by_frequency_bucket_adds_up(tmp_path):
     """The per-bucket losses, weighted by their counts, add up to the overall test loss at the training length."""
-    from research.train import train_and_evaluate
+    from research.training.loop import train_and_evaluate
 
     from .conftest import tiny_config
 
@@ -201,8 +201,9 @@ def test_char_cnn_reads_the_spelling_of_unknown_words(tmp_path, corpus):
     from flax import nnx
 
     from research.config import ModelConfig
-    from research.model.transformer import Transformer, resolve_model
-    from research.train import input_pieces
+    from research.model.build import resolve_model
+    from research.model.transformer import Transformer
+    from research.training.lm import input_pieces
 
     ds = prepare_data(
         dataclasses.replace(corpus, tokenizer={"name": "word", "min_count": 3, "spell_unknowns": True})

@@ -58,22 +58,12 @@ def resolve_data(data_config: DataConfig) -> tuple[CorpusConfig, TokenizerConfig
 
 
 def validate_data_config(data_config: DataConfig) -> None:
-    """Check names, options, paths and sizes without reading any corpus; raises ConfigError."""
+    """The data section's own checks, then its corpus and tokenizer specs against their registries and paths,
+    without reading any corpus; raises ConfigError naming the field."""
+    data_config.validate("data")
     corpus, tokenizer = resolve_data(data_config)
     corpus.validate()
     tokenizer.validate()
-    for field in ("seq_len", "batch_size"):
-        if getattr(data_config, field) <= 0:
-            raise ConfigError(f"data.{field}: expected a positive integer, got {getattr(data_config, field)}")
-    a, b = data_config.train_docs
-    if not 0.0 <= a < b <= 1.0:
-        raise ConfigError(f"data.train_docs: expected 0 <= start < end <= 1, got {data_config.train_docs}")
-    if not 0.0 < data_config.train_fraction <= 1.0:
-        raise ConfigError(
-            f"data.train_fraction: expected 0 < fraction <= 1, got {data_config.train_fraction}"
-        )
-    if data_config.max_eval_bytes is not None and data_config.max_eval_bytes <= 0:
-        raise ConfigError(f"data.max_eval_bytes: expected None or > 0, got {data_config.max_eval_bytes}")
 
 
 def tokenize_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research.model.layers import dense
+from research.positional.base import causal_mask_of
 
 
 def add_bias(logits: jax.Array, bias: jax.Array) -> jax.Array:
@@ -64,13 +65,6 @@ def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
     return causal_mask_of(q_pos.shape[-1], k_pos.shape[-1])
 
 
-def causal_mask_of(t: int, s: int) -> jax.Array:
-    """[1,1,t,s] bool: `causal_mask` for t queries, the last t of s keys."""
-    i = jnp.arange(t)[:, None] + (s - t)  # queries are the last t of the s keys (cached decoding)
-    j = jnp.arange(s)[None, :]
-    return (j <= i)[None, None]
-
-
 class CausalSelfAttention(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, *, out_std: float, rngs: nnx.Rngs):
         self.num_heads = num_heads
@@ -109,7 +103,7 @@ class CausalSelfAttention(nnx.Module):
         blocks = query_blocks(t)
         if hasattr(
             self, "__captures__"
-        ):  # only under nnx.capture (research/diagnostics.py), never in training
+        ):  # only under nnx.capture (research/analysis/positional.py), never in training
             y, weights = part(whole, whole)
             self.sow(nnx.Intermediate, "weights", weights)
         elif blocks == 1:

@@ -26,7 +26,7 @@ class Dense(nnx.Linear):
     Same parameters and values as nnx.Linear. The flattening is for speed: the kernel's gradient then contracts one
     axis of two row-major matrices. On a [B,T,in] input it contracts two axes, and XLA's CPU backend lays one
     operand out transposed with a copy, fused with whatever elementwise backward precedes it (the GELU's), which
-    made the MLP's forward+backward 1.6x slower (research/bench.py, `breakdown`).
+    made the MLP's forward+backward 1.6x slower (research/bench/steps.py, `breakdown`).
     """
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -44,8 +44,8 @@ class MLP(nnx.Module):
     ):
         """`recompute_hidden`: save only the input for the backward pass, which recomputes the up projection and
         GELU. For layers under a scan, whose saved activations are stacked over the layers: XLA zero-fills and
-        copies those [L,B,T,hidden] stacks, which costs more than the recomputed matmul (rope scanned 1235 -> 1136
-        ms/step against 1122 for the loop, interleaved A/B). A loop keeps them: recomputing costs it ~2%."""
+        copies those [L,B,T,hidden] stacks, which costs more than the recomputed matmul. A loop keeps them:
+        recomputing costs it ~2%."""
         self.up = dense(d_model, hidden, std=0.02, rngs=rngs)
         self.down = dense(hidden, d_model, std=out_std, rngs=rngs)
         self.recompute_hidden = recompute_hidden

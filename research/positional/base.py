@@ -27,6 +27,7 @@ import dataclasses
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from research.registry import Registry
@@ -43,6 +44,13 @@ class Dims:
     head_dim: int  # D
     num_layers: int  # L
     max_len: int  # training sequence length
+
+
+def causal_mask_of(t: int, s: int) -> jax.Array:
+    """[1,1,t,s] bool: `causal_mask` for t queries, the last t of s keys."""
+    i = jnp.arange(t)[:, None] + (s - t)  # queries are the last t of the s keys (cached decoding)
+    j = jnp.arange(s)[None, :]
+    return (j <= i)[None, None]
 
 
 class PositionalEncoding(nnx.Module):

@@ -18,18 +18,17 @@ Conventions / deviations (checked against the official code, facebookresearch/RA
 - The gates use q and k as the hook receives them (after any rotation of a composite scheme); under grouped-query
   attention head h reads kv head h // (H/K). Inside the model they are attention's own logits (the hook's
   `logits=`; under bfloat16 training, at the precision of attention's q·k), as in the official code, which
-  computes the gates from the attention logits; so q·k is computed and differentiated once (interleaved A/B on
-  the reference config: cope/nope 1.28 -> 1.20). The reverse cumulative sum runs over visible keys only (by
+  computes the gates from the attention logits; so q·k is computed and differentiated once. The reverse cumulative sum runs over visible keys only (by
   index, like attention's mask: padding slots that repeat a position never count), as the code multiplies the
   gates by the mask.
 - One table [npos, D] per layer, shared by all heads (the code's `pos_emb` [1, D, npos], `--cope-shared` off);
   npos defaults to the training length + 1 (the code's block_size + 1: position 0 .. T are possible). Longer
   contexts clamp p to npos - 1.
 - Speed (not maths): on the CPU the gates, counts and interpolation run as one fused kernel (`cope_cpu.cc`, built
-  on first use, research/native.py) with its own backward; XLA ran them as separate passes over [B,H,T,S] arrays,
-  among them a gather and a scatter-add that run element by element (cope/nope 1.29 -> 1.08-1.10, interleaved
-  A/Bs). Its backward recomputes the gates and counts from the logits instead of reading them back from memory
-  (1.086 -> 1.067).
+  on first use, research/runtime/native.py) with its own backward, because XLA runs them as separate passes over
+  [B,H,T,S] arrays, among them a gather and a scatter-add that run element by element. Its backward recomputes the
+  gates and counts from the logits instead of reading them back from memory (cheaper than the memory traffic;
+  measurements in docs/performance_log.md).
   `counted_bias_jnp` is the same computation as XLA ops, run on other platforms, with RESEARCH_NATIVE=0 or without
   a C++ compiler; tests/test_native.py checks the two against each other and against float64 equations.
 - Init: N(0, 0.02). The official code initialises the table to zeros, which makes CoPE a no-op until the first
@@ -48,9 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from research import native
-from research.model.attention import causal_mask_of
-from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding
+from research.positional.base import POSITIONAL, Dims, PositionalConfig, PositionalEncoding, causal_mask_of
+from research.runtime import native
 
 
 def gate_logits(q: jax.Array, k: jax.Array) -> jax.Array:
@@ -97,7 +95,7 @@ def counted_bias(logits: jax.Array, z: jax.Array, scale: float) -> jax.Array:
     """scale · z interpolated at the clamped counts min(p_ij, N - 1), for the gate logits [...,T,S] and z [...,T,N]
     -> float32 [...,T,S].
 
-    On the CPU, one fused kernel (`cope_cpu.cc`, built on first use by research/native.py) computes the gates,
+    On the CPU, one fused kernel (`cope_cpu.cc`, built on first use by research/runtime/native.py) computes the gates,
     their reverse cumulative sum and the interpolation row by row, and its own backward. Elsewhere, or when the
     kernel cannot be built, `counted_bias_jnp`: the same equations as XLA ops. Tested equal, values and gradients.
     """
@@ -139,8 +137,7 @@ def _counted_bias_cpu(scale: float, logits: jax.Array, z: jax.Array) -> jax.Arra
 
 def _counted_bias_cpu_fwd(scale, logits, z):
     # The residuals are the inputs: the backward recomputes gates and counts row by row (in cache) from the
-    # logits, where writing them out [...,T,S] twice and reading them back cost more than the recomputation
-    # (interleaved A/B: cope/nope 1.086 -> 1.067).
+    # logits: writing them out [...,T,S] twice and reading them back costs more than the recomputation.
     (bias,) = _forward((("scale", np.float32(scale)),), logits, z)
     return bias, (logits, z)
 

@@ -1,5 +1,5 @@
 // CoPE's counts and their interpolation, fused into one pass over the [B,H,T,S] logits, for XLA's CPU backend
-// (an XLA FFI custom call; research/positional/cope.py: `counted_bias`, research/native.py builds it).
+// (an XLA FFI custom call; research/positional/cope.py: `counted_bias`, research/runtime/native.py builds it).
 //
 // For one row of gate logits l_j (query i against keys j < S; the queries are the last T of the S keys, so
 // key j is visible iff j <= i + S - T):

@@ -6,7 +6,7 @@ scheme. Each sampler is a frozen kw_only config registered in POSITIONS with two
     sample(batch, length, *, key, train, lengths=None) -> [B, T]   int32, or float32 for `fractional` samplers
 `sample` is called once at the top of the forward pass (positions are data; layers never call `arange`), inside
 jit, with static `batch` and `length`. `train` lets a sampler behave differently at evaluation; `key` is a JAX PRNG
-key that the caller folds per step (research/train.py: fold_in(key(seed), step); evaluation passes key(0)), and
+key that the caller folds per step (research/training/loop.py: fold_in(key(seed), step); evaluation passes key(0)), and
 that deterministic samplers ignore. Nothing here holds state or a global key.
 
 Samplers:

@@ -24,7 +24,7 @@ import numpy as np
 import sentencepiece as spm
 
 from research.config import ConfigError
-from research.data.corpora import atomic_write, cache_dir
+from research.runtime.cache import atomic_write, cache_dir
 from research.tokenization.base import TOKENIZERS, TokenizerConfig
 
 WRAPPER_VERSION = "spm-wrapper-v1"  # bump when encode/decode or training options change

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from research.data.stream import eval_windows
-from research.parallel import shard_batch, to_host
+from research.runtime.mesh import shard_batch, to_host
 
 
 def token_nll(graphdef, positions, params, inputs, targets):

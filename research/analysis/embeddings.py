@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from research.diagnostics import load_trained_model
-from research.plotting import save_figure
+from research.analysis.trained import load_run
+from research.studies.plotting import save_figure
 
 
 def token_vectors(model, vocab: int) -> np.ndarray:
@@ -49,12 +49,10 @@ def inspect(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from research.data.pipeline import prepare_data
-
-    config, model, _ = load_trained_model(run_dir)
-    if config.task.task is not None:
+    run = load_run(run_dir)
+    if run.config.task.task is not None:
         raise ValueError(f"{run_dir}: a synthetic-task run has no tokenizer to inspect")
-    data = prepare_data(config.data)
+    model, data = run.model, run.objective.data
     pieces = data.tokenizer.pieces()
     vectors = token_vectors(model, len(pieces))
     counts = np.bincount(data.splits["train"].tokens, minlength=len(pieces))[: len(pieces)]  # output ids only
@@ -81,17 +79,17 @@ def inspect(
 
 def export_table(run_dir: str | Path, out: str | Path, *, binary: bool = False) -> dict:
     """Write a trained run's input vectors (as `token_vectors`) in word2vec text or binary format. Words are the
-    tokens' text (research.embedding.pretrained.token_text: SentencePiece's ▁ and the word tokenizer's leading
+    tokens' text (research.vectors.read.token_text: SentencePiece's ▁ and the word tokenizer's leading
     space stripped); specials and whitespace-only tokens are left out, and of two tokens with the same text the
     lower id (the more frequent one) is kept."""
-    from research.data.pipeline import prepare_data
-    from research.embedding.pretrained import save_vectors, token_text
+    from research.vectors.align import token_text
+    from research.vectors.write import save_vectors
 
-    config, model, _ = load_trained_model(run_dir)
-    if config.task.task is not None:
+    run = load_run(run_dir)
+    if run.config.task.task is not None:
         raise ValueError(f"{run_dir}: a synthetic-task run has no tokenizer")
-    pieces = prepare_data(config.data).tokenizer.pieces()
-    vectors = token_vectors(model, len(pieces)).astype(np.float32)
+    pieces = run.objective.data.tokenizer.pieces()
+    vectors = token_vectors(run.model, len(pieces)).astype(np.float32)
     keep, words, seen = [], [], set()
     for i, piece in enumerate(pieces):
         text = token_text(piece)

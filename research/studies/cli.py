@@ -7,13 +7,13 @@ Every leaf field of `Config` is a typed dotted option (`--train.steps 100`, `--m
 from __future__ import annotations
 
 import argparse
-import typing
 
-from research.config import Config, ConfigError, Spec, leaf_fields, parse_scalar, replace_path
+from research.config import Config, ConfigError, leaf_fields, parse_scalar, replace_path
+from research.specs import is_spec_type
 
 
 def _type_name(hint) -> str:
-    if hint is Spec or typing.get_origin(hint) is dict:
+    if is_spec_type(hint):
         return "SPEC"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
@@ -57,7 +57,7 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
             continue
         path = key.removeprefix("override:")
         hint = dict((p, h) for p, h, _ in leaf_fields(Config))[path]
-        value = raw if (hint is str or hint is Spec or typing.get_origin(hint) is dict) else parse_scalar(raw)
+        value = raw if (hint is str or is_spec_type(hint)) else parse_scalar(raw)
         try:
             config = replace_path(config, path, value)
         except ConfigError as e:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from research.metrics import read_jsonl
+from research.training.metrics import read_jsonl
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _start(target: str, workdir: Path, log, extra=()) -> subprocess.Popen:

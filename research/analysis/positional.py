@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from research.analysis.trained import load_run, split_windows
 from research.config import resolve_spec
-from research.plotting import save_figure
 from research.positional import POSITIONAL, Dims
+from research.studies.plotting import save_figure
 
 
 def probe(name_or_spec, *, dims: Dims, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -112,48 +113,6 @@ def mean_attention_distance(weights) -> np.ndarray:
     return (w * distance).sum(-1).mean(axis=(0, 2))  # [H]
 
 
-def load_trained_model(run_dir: str | Path):
-    """(config, model with the run's final parameters, resolved model) of a finished run directory."""
-    import json
-
-    from research.checkpoint import Checkpointer
-    from research.config import Config, from_dict
-    from research.model.transformer import Transformer, resolve_model
-    from research.train import make_optimizer
-
-    run_dir = Path(run_dir)
-    config = from_dict(Config, json.loads((run_dir / "config.json").read_text()))
-    if config.task.task is not None:
-        from research.train_task import validate as validate_task
-
-        task, resolved = validate_task(config)
-        vocab_size, pieces = task.vocab_size, None
-    else:
-        from research.data.pipeline import prepare_data
-
-        tokenizer = prepare_data(config.data).tokenizer
-        from research.train import input_pieces
-
-        vocab_size, pieces = tokenizer.vocab_size, input_pieces(tokenizer)
-        resolved = resolve_model(config.model, max_len=config.data.seq_len, vocab_size=vocab_size)
-    if not resolved.embedding.needs_pieces:
-        pieces = None
-    model = Transformer(resolved, vocab_size=vocab_size, rngs=nnx.Rngs(config.seed), pieces=pieces)
-    graphdef, params = nnx.split(model)
-    tx = make_optimizer(config.train, config.model.pretrained)
-    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(
-                f"{run_dir / 'checkpoints'}: no checkpoint to read the trained parameters from"
-            )
-        params, _ = ckpt.restore(step, (params, tx.init(params)))
-    finally:
-        ckpt.close()
-    return config, nnx.merge(graphdef, params), resolved
-
-
 def attention_distances(model, resolved, tokens: np.ndarray) -> np.ndarray:
     """Mean attention distance [layers, H] of `model` on token windows [B,T] (evaluation positions)."""
     b, t = tokens.shape
@@ -165,23 +124,6 @@ def attention_distances(model, resolved, tokens: np.ndarray) -> np.ndarray:
     return np.stack([mean_attention_distance(w) for w in per_layer])
 
 
-def run_windows(run_dir: str | Path, config, length: int, count: int) -> np.ndarray:
-    """Up to `count` test windows [B, length] of a run's data (test split; for task runs, the longest test input)."""
-    if config.task.task is not None:
-        from research.train_task import eval_batch, resolve_task, sequence_length
-
-        task = resolve_task(config)
-        n = max(m for m in range(1, config.task.eval_max_length + 1) if sequence_length(task, m) <= length)
-        return eval_batch(task, n, examples=count, length=sequence_length(task, n))[0]
-    from research.data.pipeline import prepare_data
-
-    tokens = np.asarray(prepare_data(config.data).splits["test"].tokens)
-    windows = min(count, len(tokens) // length)
-    if windows == 0:
-        raise ValueError(f"the test split has {len(tokens)} tokens, fewer than one window of {length}")
-    return tokens[: windows * length].reshape(windows, length)
-
-
 def plot_attention_distance(
     run_dir: str | Path, *, multipliers=(1, 4), windows: int = 8, out: Path | None = None
 ) -> tuple[Path, dict]:
@@ -191,12 +133,12 @@ def plot_attention_distance(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config, model, resolved = load_trained_model(run_dir)
-    train_len = resolved.dims.max_len
+    run = load_run(run_dir)
+    config, train_len = run.config, run.resolved.dims.max_len
     values = {}
     for mult in multipliers:
-        tokens = run_windows(run_dir, config, mult * train_len, windows)
-        values[tokens.shape[1]] = attention_distances(model, resolved, tokens)  # [L,H]
+        tokens = split_windows(run, mult * train_len, windows)
+        values[tokens.shape[1]] = attention_distances(run.model, run.resolved, tokens)  # [L,H]
     layers = next(iter(values.values())).shape[0]
     fig, axes = plt.subplots(1, layers, figsize=(3.6 * layers, 3.4), squeeze=False, sharey=True)
     for layer, ax in enumerate(axes[0]):

@@ -1,6 +1,6 @@
 """Transparent huge pages for host memory, so that a CPU training step does not fault its buffers in 4 KiB at a time.
 
-On CPU, XLA allocates a step's temporaries (about 700 MB for the reference config of `research.bench`) with the C
+On CPU, XLA allocates a step's temporaries (about 700 MB for the reference config of `research.bench.steps`) with the C
 library's malloc and frees them when the step ends. glibc serves an allocation too big for a thread's arena with a
 fresh `mmap` and unmaps it on `free`, so every step touched ~175,000 new 4 KiB pages: a page fault and a zeroing by
 the kernel each, about 15% of the reference step on a 2-core machine (counted with `resource.getrusage().ru_minflt`
@@ -9,8 +9,8 @@ around a step; PyTorch's CPU allocator pays the same).
 glibc's tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc mark those mappings for transparent huge
 pages: 2 MiB pages, ~250 times fewer faults. The reference step then takes 0.87-0.89 of its time (nope and rope,
 three alternating processes each), and compiling is unchanged.
-(Keeping freed memory instead, with `mallopt` limiting malloc to one arena, removes the faults too, but compiling took
-40% longer: xl_relative's step 8.1 -> 11.6 s.) It takes effect only when the process starts, so the
+(Keeping freed memory instead, with `mallopt` limiting malloc to one arena, removes the faults too, but compiling
+takes ~40% longer.) It takes effect only when the process starts, so the
 training entry points (`scripts/train.py`, `sweep.py`, `bench.py`, `train_vectors.py`) re-execute themselves once
 with it set (`reexec_with_huge_pages`; the test suite, bound by compiling, ran no faster with it, so `make test`
 does not). Set RESEARCH_HUGE_PAGES=0 to keep the defaults.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
-from research.experiment import (
+from research.studies.experiment import (
     expand_sweep,
     format_knobs,
     join_arg,
@@ -29,9 +29,9 @@ from research.experiment import (
     split_target,
     study_name,
 )
-from research.metrics import read_jsonl
+from research.training.metrics import read_jsonl
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

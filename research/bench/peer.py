@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from research import hostmem
+from research.runtime import hostmem
 
 
 def available() -> bool:
@@ -84,11 +84,11 @@ def bench_peer(*, ref: dict, steps: int = 10, warmup: int = 2) -> dict:
 
 def bench_peer_process(*, ref: dict, steps: int = 10, warmup: int = 2) -> dict:
     """`bench_peer` in a new Python process with the C library's default malloc, as PyTorch runs outside this
-    framework: the huge pages our training scripts use (research.hostmem) made the peer slower here (its step
-    893-945 -> 921-1106 ms, alternating processes), although they cut its page faults as they cut ours."""
+    framework: the huge pages our training scripts use (research.runtime.hostmem) make the peer slower, although they
+    cut its page faults as they cut ours (docs/performance_log.md)."""
     arguments = json.dumps({"ref": ref, "steps": steps, "warmup": warmup})
     done = subprocess.run(
-        [sys.executable, "-m", "research.bench_peer", arguments],
+        [sys.executable, "-m", "research.bench.peer", arguments],
         env=hostmem.without_huge_pages(),
         capture_output=True,
         text=True,

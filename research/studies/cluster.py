@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from research.sweep import REPO, Run, plan
+from research.studies.sweep import REPO, Run, plan
 
 
 @dataclass

@@ -31,7 +31,7 @@ def corpus_lines(corpus: str) -> list[list[str]]:
     """Lines (documents' lines) of words; `lee` = gensim's Lee news corpus, `wiki-sample` = the default corpus's
     train split, `wiki-sample:A-B` = its documents [A, B) as fractions (as data.train_docs)."""
     if corpus == "lee":
-        from research.embedding.intrinsic import gensim_datapath
+        from research.vectors.intrinsic import gensim_datapath
 
         text = gensim_datapath("lee_background.cor").read_text(encoding="utf-8")
     elif corpus.split(":")[0] == "wiki-sample":
@@ -143,7 +143,7 @@ def materialize(recipe: str, *, log=print) -> tuple[Path, dict]:
     import fcntl
     import hashlib
 
-    from research.data.corpora import cache_dir
+    from research.runtime.cache import cache_dir
 
     kwargs = parse_recipe(recipe)
     folder = cache_dir() / "vectors"
@@ -157,8 +157,8 @@ def materialize(recipe: str, *, log=print) -> tuple[Path, dict]:
             corpus = kwargs.pop("corpus")
             tmp = stem.with_name(stem.name + "-tmp")
             info = train_vectors(corpus, tmp, log=log, **kwargs)
-            from research.embedding.intrinsic import intrinsic_scores
-            from research.embedding.pretrained import load_vectors
+            from research.vectors.intrinsic import intrinsic_scores
+            from research.vectors.read import load_vectors
 
             binary = tmp.with_suffix(".bin")
             vectors = load_vectors(binary)

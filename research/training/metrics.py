@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 
@@ -62,3 +63,20 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+class NullWriter:
+    """The metrics writer of every process but the primary one: writes nothing."""
+
+    def write(self, step: int, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def steady_throughput(path, key: str) -> float | None:
+    """Median of a logged throughput over the run, leaving out the first logged window (it includes compilation)."""
+    values = [r[key] for r in read_jsonl(path) if key in r]
+    values = values[1:] if len(values) > 1 else values
+    return float(statistics.median(values)) if values else None

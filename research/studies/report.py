@@ -22,9 +22,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from research.experiment import load_experiment, split_target, study_name
-from research.metrics import atomic_write_text
-from research.plotting import save_figure
+from research.studies.experiment import load_experiment, split_target, study_name
+from research.studies.plotting import save_figure
+from research.training.metrics import atomic_write_text
 
 LENGTH = re.compile(r"len_(\d+)")
 

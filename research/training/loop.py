@@ -1,0 +1,257 @@
+"""One run: `train_and_evaluate(config, workdir)`, for every objective (research/training/objective.py).
+
+    setup     validate the whole config (before any data or compilation), the run directory, the device mesh, the
+              objective's data, the model, the optimizer, and the starting state: a resumed checkpoint, or
+              `train.init_from`'s parameters
+    fit       the jitted, donated training step over the mesh, with a guard on non-finite losses and on non-finite
+              parameters before every checkpoint, periodic validation, metrics.jsonl and Orbax checkpoints
+    evaluate  the objective's final metrics, on the evaluation graph (`eval.positional`, checked before training)
+    summary   summary.json, written last and atomically: its presence means the run finished
+
+Re-running on the same workdir resumes from the last checkpoint and, batches being a pure function of (seed, step),
+ends with the same metrics as an uninterrupted run. Only the primary process writes files and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.config import Config, ConfigError, init_source, to_dict
+from research.model.build import ResolvedModel, build_model, resolve_swapped, swapped_graphdef
+from research.model.transformer import parameter_counts
+from research.runtime import hostmem
+from research.runtime.machine import run_info
+from research.runtime.mesh import check_batch, is_primary, make_mesh, shard_batch, shard_params, to_host
+from research.training.checkpoint import Checkpointer
+from research.training.lm import LanguageModel
+from research.training.metrics import MetricsWriter, NullWriter, steady_throughput
+from research.training.objective import ModelView, Objective
+from research.training.rundir import prepare_workdir, write_summary
+from research.training.step import all_finite, config_train_step, make_optimizer
+from research.training.task import TaskObjective
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or parameters; the last good checkpoint is kept."""
+
+
+def objective_for(config: Config) -> Objective:
+    """The synthetic-task objective when `task.task` is set, else the corpus language model."""
+    return TaskObjective(config) if config.task.task is not None else LanguageModel(config)
+
+
+def validate(config: Config, objective: Objective | None = None) -> ResolvedModel:
+    """The one validation entry point of a run: each config section's own checks, its objective's (specs against
+    their registries, paths, lengths), and eval.positional against the trained model, all before any data is read
+    or anything compiles -> the model resolved at the training length. ConfigError naming the field and what was
+    expected."""
+    config.validate()
+    resolved = (objective or objective_for(config)).validate()
+    if config.eval.positional is not None:
+        resolve_swapped(resolved, config.eval.positional, field="eval.positional")
+    return resolved
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run holds between setup and summary."""
+
+    config: Config
+    workdir: Path
+    objective: Objective
+    mesh: object
+    graphdef: object
+    positions: object
+    params: object
+    opt_state: object
+    tx: object
+    ckpt: Checkpointer
+    start_step: int
+    counts: dict
+    pretrained: dict | None
+    log: object
+    started: float
+
+
+def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dict:
+    """Train, evaluate and write the run directory; returns the summary dict."""
+    run = setup(config, Path(workdir), log)
+    fit(run)
+    final = run.objective.evaluate(run.params, run.log)
+    return summarise(run, final)
+
+
+def setup(config: Config, workdir: Path, log) -> Run:
+    """Validate, prepare the run directory, data and model, and restore the starting state."""
+    started = time.time()
+    if jax.default_backend() == "cpu" and (hint := hostmem.missing_hint()):
+        log(hint)
+    objective = objective_for(config)
+    validate(config, objective)
+    prepare_workdir(config, workdir)
+    if not is_primary():
+        log = lambda message: None  # noqa: E731  (one log per run: the primary process's)
+    mesh = make_mesh(model=config.train.model_axis)
+    for field, size in objective.sharded_sizes().items():
+        check_batch(size, mesh, field=field)
+    inputs = objective.prepare(log)
+    model = build_model(
+        inputs.resolved,
+        vocab_size=inputs.vocab_size,
+        seed=config.seed,
+        pieces=inputs.pieces,
+        unk_id=inputs.unk_id,
+    )
+    counts = parameter_counts(model)
+    graphdef, params = nnx.split(model)
+    del model
+    eval_graphdef = graphdef
+    if config.eval.positional is not None:  # checked against the parameters now, not after training
+        eval_graphdef = swapped_graphdef(
+            inputs.resolved, config.eval.positional, params, vocab_size=inputs.vocab_size, pieces=inputs.pieces,
+            field="eval.positional",
+        )  # fmt: skip
+    pretrained = objective.init_params(params, inputs.resolved, log)
+    tx = make_optimizer(config.train, config.model.pretrained)
+    params = shard_params(params, mesh)
+    opt_state = shard_params(tx.init(params), mesh)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+    params, opt_state, start_step = restore(config, workdir, ckpt, params, opt_state, log)
+    objective.attach(ModelView(graphdef, eval_graphdef, inputs.resolved.positions, mesh))
+    log(
+        f"{counts['total']:,} parameters ({counts['embedding']:,} embedding, {counts['readout']:,} readout, "
+        f"{counts['positional']:,} positional, {counts['rest']:,} rest); "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+    )
+    return Run(
+        config, workdir, objective, mesh, graphdef, inputs.resolved.positions, params, opt_state, tx, ckpt,
+        start_step, counts, pretrained, log, started,
+    )  # fmt: skip
+
+
+def restore(config: Config, workdir: Path, ckpt: Checkpointer, params, opt_state, log):
+    """(params, opt_state, step) to start from: the latest checkpoint of this run, else train.init_from's final
+    parameters (optimizer state fresh), else the initial ones at step 0."""
+    start_step = ckpt.latest_step() or 0
+    if start_step:
+        params, opt_state = ckpt.restore(start_step, (params, opt_state))
+        log(f"resumed from checkpoint at step {start_step}")
+    elif config.train.init_from is not None:
+        params, source = load_initial_params(config.train.init_from, workdir, params, opt_state)
+        log(f"initialised from {source}")
+    return params, opt_state, start_step
+
+
+def load_initial_params(init_from: str, workdir: Path, params, opt_state):
+    """The final parameters of the finished run `init_from`, in the structure and shardings of `params`."""
+    source = init_source(init_from, workdir)
+    if not (source / "summary.json").exists():
+        raise ConfigError(f"train.init_from: {source} is not a finished run (no summary.json)")
+    ckpt = Checkpointer(source / "checkpoints", async_save=False)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise ConfigError(f"train.init_from: {source} has no checkpoint")
+        try:
+            loaded, _ = ckpt.restore(step, (params, opt_state))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(
+                f"train.init_from: the parameters of {source} do not fit this model (same model config needed, "
+                f"apart from parameter-free changes such as RoPE scaling or data.seq_len for relative schemes): {e}"
+            ) from None
+    finally:
+        ckpt.close()
+    return loaded, source
+
+
+def fit(run: Run) -> None:
+    """Train from run.start_step to train.steps, logging every train.log_every steps, validating every
+    train.eval_every and checkpointing every train.checkpoint_every (and at the last step)."""
+    t, objective = run.config.train, run.objective
+    train_step = config_train_step(run.config, run.graphdef, run.tx, run.positions)
+    metrics = (
+        MetricsWriter(run.workdir / "metrics.jsonl", resume_step=run.start_step)
+        if is_primary()
+        else NullWriter()
+    )
+    window = Window()
+    try:
+        for step in range(run.start_step + 1, t.steps + 1):
+            batch = objective.batch(step - 1, jax.process_index(), jax.process_count())
+            inputs, targets, *masks = shard_batch(batch, run.mesh, local=True)  # masks: (mask, lengths) or ()
+            run.params, run.opt_state, loss = train_step(
+                run.params, run.opt_state, inputs, targets, jnp.int32(step - 1), *masks
+            )
+            window.add(loss)
+            last = step == t.steps
+            if step % t.log_every == 0 or last:
+                record = window.close(run, step)
+                if t.eval_every and (step % t.eval_every == 0 or last):
+                    record.update(objective.validation(run.params))
+                metrics.write(step, record)
+                run.log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
+            if step % t.checkpoint_every == 0 or last:
+                if not bool(to_host(all_finite(run.params))):  # never save poisoned parameters over good ones
+                    raise TrainingDiverged(
+                        f"non-finite parameters after step {step}; the last good checkpoint (step "
+                        f"{run.ckpt.latest_step()}) is kept in {run.workdir}"
+                    )
+                run.ckpt.save(step, (run.params, run.opt_state))
+        run.ckpt.wait()
+    finally:
+        metrics.close()
+        run.ckpt.close()
+
+
+class Window:
+    """The training losses since the last log line, summed on the device (no host sync per step)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.steps, self.start = jnp.zeros(()), 0, time.time()
+
+    def add(self, loss) -> None:
+        self.loss, self.steps = self.loss + loss, self.steps + 1
+
+    def close(self, run: Run, step: int) -> dict:
+        """{"train/loss", throughput} of the window ending at `step`; TrainingDiverged on a non-finite mean loss."""
+        mean = float(to_host(self.loss)) / self.steps
+        if not math.isfinite(mean):
+            raise TrainingDiverged(
+                f"non-finite training loss ({mean}) in steps {step - self.steps + 1}..{step}; "
+                f"the last good checkpoint (step {run.ckpt.latest_step()}) is kept in {run.workdir}"
+            )
+        record = {"train/loss": mean, **run.objective.throughput(self.steps, time.time() - self.start)}
+        self.reset()
+        return record
+
+
+def summarise(run: Run, final: dict) -> dict:
+    """summary.json: final metrics, parameter counts, the objective's entries, provenance; returns it."""
+    config, key = run.config, run.objective.throughput_key
+    summary = {
+        "metrics": final,
+        "params": run.counts,
+        "steps": config.train.steps,
+        **run.objective.summary(),
+        "wall_time_s": time.time() - run.started,
+        key.replace("/", "_"): steady_throughput(run.workdir / "metrics.jsonl", key),
+        "resumed_from_step": run.start_step,
+        "pretrained": run.pretrained,
+        "init_from": None
+        if config.train.init_from is None
+        else str(init_source(config.train.init_from, run.workdir)),
+        "config": to_dict(config),
+        **run_info(),
+    }
+    write_summary(run.workdir, summary)
+    return summary

@@ -1,0 +1,202 @@
+"""The synthetic-task objective: train on a task at input lengths <= N, report accuracy at every length <= M.
+
+Protocol (Ruoss et al. 2023, arXiv 2305.16843, decoder-only framing of research/data/tasks.py):
+- training step s draws one input length n ~ U[1, N] and a batch of that length, a pure function of (seed, s);
+- the loss is the cross-entropy on output tokens only; inputs are right-padded to the longest training example, so
+  the step compiles once, and the position sampler is told each row's real length (`lengths`), so `randomized`
+  draws a subset of the row's own size, exactly as for an unpadded row;
+- evaluation: a fixed test set per input length 1..M (the same examples for every run and seed), right-padded to the
+  longest, greedy per-token predictions (argmax given the true prefix, i.e. teacher forcing), reported as per-token
+  accuracy over the output tokens and per-sequence accuracy (every output token right). Ruoss et al. report the
+  per-token accuracy averaged over the out-of-distribution lengths N+1..M: `test/ood/token_accuracy` here.
+
+Padding is exact for the real tokens: attention is causal and the padding comes after them. The run itself
+(checkpoints, resume, guards, metrics, summary) is the training loop's, as for a corpus run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from research.config import Config, resolve_spec
+from research.data.tasks import PAD, TASKS, Task, TaskBatch
+from research.model.build import ResolvedModel, resolve_model
+from research.runtime.mesh import shard_batch
+from research.training.loss import mean_nll
+from research.training.objective import ModelInputs, ModelView
+
+EVAL_SEED = 20230526  # the test set is the same for every run: a function of (task, length) only
+
+
+def resolve_task(config: Config) -> Task:
+    return resolve_spec(TASKS, config.task.task, field="task.task")
+
+
+def sequence_length(task: Task, n: int) -> int:
+    """Model sequence length (input + SEP + output - 1) of an example with input length n."""
+    return task.sample(np.random.default_rng(0), 1, n).inputs.shape[1]
+
+
+def max_sequence_length(task: Task, max_n: int) -> int:
+    return max(sequence_length(task, n) for n in range(1, max_n + 1))
+
+
+def pad(batch: TaskBatch, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Right-pad to `length` -> inputs, targets (PAD), mask (0) [B,length] and real lengths [B]."""
+    b, t = batch.inputs.shape
+    if t > length:
+        raise ValueError(f"example of {t} tokens does not fit the padded length {length}")
+    extra = ((0, 0), (0, length - t))
+    lengths = np.full((b,), t, np.int32)
+    return (
+        np.pad(batch.inputs, extra, constant_values=PAD),
+        np.pad(batch.targets, extra, constant_values=PAD),
+        np.pad(batch.mask, extra),
+        lengths,
+    )
+
+
+def train_batch(task: Task, *, seed: int, step: int, batch_size: int, max_n: int, length: int):
+    """The batch for `step`: a pure function of (seed, step); one input length n ~ U[1, max_n] per batch."""
+    rng = np.random.default_rng([seed, step])
+    n = int(rng.integers(1, max_n + 1))
+    return pad(task.sample(rng, batch_size, n), length)
+
+
+def eval_batch(task: Task, n: int, *, examples: int, length: int):
+    return pad(task.sample(np.random.default_rng([EVAL_SEED, n]), examples, n), length)
+
+
+def make_eval_step(graphdef, positions):
+    """(params, inputs, targets, mask, lengths) -> (loss, correct tokens, output tokens, correct sequences)."""
+
+    @jax.jit
+    def eval_step(params, inputs, targets, mask, lengths):
+        pos = positions.sample(
+            inputs.shape[0], inputs.shape[1], key=jax.random.key(EVAL_SEED), train=False, lengths=lengths
+        )
+        logits = nnx.merge(graphdef, params)(inputs, pos)  # [B,T,V]
+        correct = (jnp.argmax(logits, -1) == targets) * mask  # [B,T]
+        per_sequence = jnp.sum(correct, 1) == jnp.sum(mask, 1)  # [B]
+        return mean_nll(logits, targets, mask), jnp.sum(correct), jnp.sum(mask), jnp.sum(per_sequence)
+
+    return eval_step
+
+
+def evaluate_lengths(eval_step, params, task: Task, *, max_n: int, examples: int, length: int, mesh) -> dict:
+    """{n: {"loss", "token_accuracy", "sequence_accuracy"}} for every input length 1..max_n."""
+    results = {}
+    for n in range(1, max_n + 1):
+        loss, correct, total, sequences = eval_step(
+            params, *shard_batch(eval_batch(task, n, examples=examples, length=length), mesh)
+        )
+        results[n] = {
+            "loss": float(loss),
+            "token_accuracy": float(correct) / max(float(total), 1.0),
+            "sequence_accuracy": float(sequences) / examples,
+        }
+    return results
+
+
+def summarise(per_length: dict, train_max: int) -> dict:
+    """Flat metrics: per length, and means over in-distribution (1..N) and out-of-distribution (N+1..M) lengths."""
+    metrics = {}
+    for n, values in per_length.items():
+        metrics.update({f"test/len_{n}/{k}": v for k, v in values.items()})
+    for name, lengths in (
+        ("in_dist", [n for n in per_length if n <= train_max]),
+        ("ood", [n for n in per_length if n > train_max]),
+    ):
+        for k in ("token_accuracy", "sequence_accuracy"):
+            if lengths:
+                metrics[f"test/{name}/{k}"] = float(np.mean([per_length[n][k] for n in lengths]))
+    return metrics
+
+
+class TaskObjective:
+    """research/training/objective.py: Objective, for a synthetic task (`task.task`)."""
+
+    throughput_key = "train/examples_per_s"
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def validate(self) -> ResolvedModel:
+        self.task = resolve_task(self.config)
+        self.train_len = max_sequence_length(self.task, self.config.task.train_max_length)
+        self.resolved = resolve_model(
+            self.config.model, max_len=self.train_len, vocab_size=self.task.vocab_size
+        )
+        return self.resolved
+
+    def sharded_sizes(self) -> dict[str, int]:
+        return {
+            "data.batch_size": self.config.data.batch_size,
+            "task.eval_examples": self.config.task.eval_examples,
+        }
+
+    def prepare(self, log) -> ModelInputs:
+        t = self.config.task
+        self.eval_len = max_sequence_length(self.task, t.eval_max_length)
+        log(
+            f"task {t.task['name']}: vocab {self.task.vocab_size}; train n <= {t.train_max_length} "
+            f"({self.train_len} tokens padded), test n <= {t.eval_max_length} ({self.eval_len} tokens)"
+        )
+        return ModelInputs(self.resolved, self.task.vocab_size)
+
+    def init_params(self, params, resolved: ResolvedModel, log) -> None:
+        return None
+
+    def attach(self, view: ModelView) -> None:
+        self.view = view
+        self.eval_step = make_eval_step(view.graphdef, view.positions)
+        self.final_step = (
+            self.eval_step
+            if view.eval_graphdef is view.graphdef
+            else make_eval_step(view.eval_graphdef, view.positions)
+        )
+
+    def batch(self, step: int, process_index: int, process_count: int) -> tuple:
+        """This process's rows of the global batch (every process draws the same global batch, cheaply)."""
+        batch = train_batch(
+            self.task, seed=self.config.seed, step=step, batch_size=self.config.data.batch_size,
+            max_n=self.config.task.train_max_length, length=self.train_len,
+        )  # fmt: skip
+        rows = self.config.data.batch_size // process_count
+        return tuple(x[process_index * rows : (process_index + 1) * rows] for x in batch)
+
+    def throughput(self, steps: int, seconds: float) -> dict:
+        return {self.throughput_key: steps * self.config.data.batch_size / max(seconds, 1e-9)}
+
+    def validation(self, params) -> dict:
+        """Token accuracy over the in-distribution lengths of the test set."""
+        per_length = self._per_length(self.eval_step, params, self.config.task.train_max_length)
+        in_dist = summarise(per_length, self.config.task.train_max_length)["test/in_dist/token_accuracy"]
+        return {"valid/in_dist/token_accuracy": in_dist}
+
+    def evaluate(self, params, log) -> dict:
+        final = summarise(
+            self._per_length(self.final_step, params, self.config.task.eval_max_length),
+            self.config.task.train_max_length,
+        )
+        log(
+            f"token accuracy: in-distribution {final['test/in_dist/token_accuracy']:.3f}, "
+            f"out-of-distribution {final.get('test/ood/token_accuracy', float('nan')):.3f}"
+        )
+        return final
+
+    def _per_length(self, step_fn, params, max_n: int) -> dict:
+        return evaluate_lengths(
+            step_fn, params, self.task, max_n=max_n, examples=self.config.task.eval_examples,
+            length=self.eval_len, mesh=self.view.mesh,
+        )  # fmt: skip
+
+    def summary(self) -> dict:
+        name = self.config.task.task["name"]
+        task = {"name": name, "vocab_size": self.task.vocab_size, **dataclasses.asdict(self.task)}
+        return {"task": task, "vocab_size": self.task.vocab_size}
