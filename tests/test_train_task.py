@@ -136,3 +136,33 @@ def test_bad_task_configs_name_the_field():
         )
     with pytest.raises(ConfigError, match="model.positional"):
         validate(dataclasses.replace(task_config(), model=ModelConfig(positional={"name": "no_such"})))
+
+
+def test_task_run_stops_on_non_finite_parameters_and_keeps_the_last_good_checkpoint(tmp_path):
+    """The task objective runs in the one training loop: an absurd learning rate stops it naming the step, no
+    summary is written, and the latest checkpoint holds finite parameters."""
+    from research.training.faults import final_state
+    from research.training.loop import TrainingDiverged
+
+    config = task_config("nope", steps=6, learning_rate=1e38, checkpoint_every=1, warmup_steps=0)
+    with pytest.raises(TrainingDiverged, match=r"non-finite .* step"):
+        train_and_evaluate(config, tmp_path, log=lambda m: None)
+    assert not (tmp_path / "summary.json").exists()
+    leaves = final_state(tmp_path)
+    assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+
+def test_only_the_primary_process_writes_the_run_files(tmp_path, monkeypatch):
+    """On a process other than 0 a task run writes no config.json, command.txt, metrics.jsonl or summary.json
+    (it still takes part in the checkpoints, as every process does), and logs nothing."""
+    import research.training.loop as loop
+    import research.training.rundir as rundir
+
+    monkeypatch.setattr(loop, "is_primary", lambda: False)
+    monkeypatch.setattr(rundir, "is_primary", lambda: False)
+    messages = []
+    summary = train_and_evaluate(task_config(steps=2, eval_every=1), tmp_path, log=messages.append)
+    assert 0.0 <= summary["metrics"]["test/ood/token_accuracy"] <= 1.0
+    for name in ("config.json", "command.txt", "metrics.jsonl", "summary.json"):
+        assert not (tmp_path / name).exists(), name
+    assert (tmp_path / "checkpoints").is_dir() and messages == []

@@ -64,7 +64,7 @@ def missing_hint() -> str | None:
         return None
     return (
         "host buffers without huge pages: XLA's CPU step faults its temporaries in 4 KiB at a time (~12% of the "
-        f"reference step); start Python with GLIBC_TUNABLES={TUNABLE}, as scripts/train.py does (README: Host "
+        f"reference step); start Python with GLIBC_TUNABLES={TUNABLE}, as scripts/train.py does (docs/running.md: Host "
         f"memory; {ENV}=0 silences this)"
     )
 

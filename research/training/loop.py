@@ -91,13 +91,13 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dic
 def setup(config: Config, workdir: Path, log) -> Run:
     """Validate, prepare the run directory, data and model, and restore the starting state."""
     started = time.time()
-    if jax.default_backend() == "cpu" and (hint := hostmem.missing_hint()):
-        log(hint)
     objective = objective_for(config)
     validate(config, objective)
     prepare_workdir(config, workdir)
     if not is_primary():
         log = lambda message: None  # noqa: E731  (one log per run: the primary process's)
+    if jax.default_backend() == "cpu" and (hint := hostmem.missing_hint()):
+        log(hint)
     mesh = make_mesh(model=config.train.model_axis)
     for field, size in objective.sharded_sizes().items():
         check_batch(size, mesh, field=field)
