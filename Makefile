@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-all study report bench lint format clean
+.PHONY: install demo test test-slow test-all study report bench lint format clean
 
 install: $(STAMP)
 
@@ -23,14 +23,22 @@ demo: install
 # TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
+# The default suite (<= 5 minutes on a fresh 2-core clone): contracts, references, tiny end-to-end runs.
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
+
+# The heavy end-to-end tests: fault injection, several processes and devices, sweeps as subprocesses, the bench.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS)
 
 test-all: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 study: install
 	$(BIN)/python scripts/sweep.py experiments/pe_extrapolation.py
+	$(BIN)/python scripts/report.py experiments/pe_extrapolation.py
+
+report: install
 	$(BIN)/python scripts/report.py experiments/pe_extrapolation.py
 
 bench: install

@@ -1,10 +1,24 @@
-"""Shared fixtures. Tests never read ../shared; data comes from gensim's bundled test data or is generated."""
+"""Shared fixtures. Tests never read ../shared; data comes from gensim's bundled test data or is generated.
+
+Compiled programs are shared across tests, test processes and the runs tests start as subprocesses through JAX's
+persistent compilation cache (under the project's cache folder, research/runtime/cache.py): many tests compile the
+same tiny models, and the suite is bound by XLA compiling, not by running. Set JAX_COMPILATION_CACHE_DIR to
+another folder (or to an empty string, for none) to override.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
+
+from research.runtime.cache import cache_dir
+
+# Before anything imports jax: jax reads these when it starts, and subprocesses inherit them.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax-tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 

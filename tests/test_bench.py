@@ -12,6 +12,7 @@ import pytest
 TINY = dict(vocab_size=64, d_model=16, num_layers=1, num_heads=2, seq_len=8, batch_size=2)
 
 
+@pytest.mark.slow
 def test_bench_rows_ratios_and_json(tmp_path, capsys):
     import sys
 
@@ -134,6 +135,7 @@ def test_embedding_and_reader_rows(tmp_path, monkeypatch):
     assert all(r["ours_s"] > 0 and r["gensim_s"] > 0 and r["speedup_vs_gensim"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_in_bfloat16(tmp_path, capsys):
     """`--compute_dtype bfloat16` (the GPU row of the benchmark): the step runs in bfloat16, MFU is against the
     bfloat16 matmul rate, and the float32-only sections (breakdown, peer) are left out, saying so."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from research.analysis.positional import plot_scheme, probe
 from research.positional import Dims
@@ -47,6 +48,7 @@ def test_mean_attention_distance_formula():
     )
 
 
+@pytest.mark.slow
 def test_trained_run_attention_distance(tmp_path):
     """From a run directory: the sown weights of every layer and head; ALiBi's steepest head attends closer than
     its flattest one, and the figure is written."""

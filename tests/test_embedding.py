@@ -257,6 +257,7 @@ def test_char_designs_need_pieces_and_valid_options():
         )
 
 
+@pytest.mark.slow
 def test_word_level_run_with_char_cnn(tmp_path):
     """End to end: a word-level LM whose input vectors come from characters trains, evaluates and is inspected."""
     import dataclasses

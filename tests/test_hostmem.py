@@ -32,7 +32,7 @@ def test_missing_hint_only_where_huge_pages_would_help(monkeypatch):
     monkeypatch.setattr(hostmem, "supported", lambda: True)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv(hostmem.ENV, raising=False)
-    assert TUNABLE in hostmem.missing_hint() and "README: Host memory" in hostmem.missing_hint()
+    assert TUNABLE in hostmem.missing_hint() and "docs/running.md: Host memory" in hostmem.missing_hint()
     monkeypatch.setenv(hostmem.ENV, "0")
     assert hostmem.missing_hint() is None  # opted out
     monkeypatch.delenv(hostmem.ENV)

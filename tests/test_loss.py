@@ -84,6 +84,7 @@ def test_fused_equals_plain(embedding, chunk, masked):
     assert readout and all(float(jnp.abs(a).max()) > 0 for a in readout)  # the readout does get gradients
 
 
+@pytest.mark.slow
 def test_fused_bfloat16_and_train_step_agree():
     """The training step with loss_chunk gives the plain step's losses over three updates (float32 and bf16)."""
     from research.positional.positions import Contiguous

@@ -144,7 +144,9 @@ def test_query_blocks_equal_one_block(name, monkeypatch):
 
     t = attention.MIN_QUERY_BLOCK * attention.MAX_QUERY_BLOCKS
     assert attention.query_blocks(t) == attention.MAX_QUERY_BLOCKS > 2  # several key ranges, not just halves
-    cfg = ModelConfig(d_model=32, num_layers=2, num_heads=4, positional={"name": name})
+    # One layer holds the property (blocks are per layer); per_layer needs two to route layers to its members.
+    layers = 2 if name == "per_layer" else 1
+    cfg = ModelConfig(d_model=32, num_layers=layers, num_heads=4, positional={"name": name})
     model = Transformer(
         resolve_model(cfg, max_len=2 * t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0)
     )

@@ -84,6 +84,7 @@ EIGHT_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device():
     """Loss, gradients and three training steps on 8 simulated devices equal the 1-device run on the same global
     batch (within 1e-5 relative); a global batch not divisible by the device count is a clear error."""
@@ -100,6 +101,7 @@ def test_eight_devices_match_one_device():
     assert out["error"] == "data.batch_size: expected a multiple of the 8 devices of the data axis, got 12"
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_stays_close_to_float32(tmp_path):
     """train.compute_dtype=bfloat16 (float32 master weights): after 20 steps the test loss is within 1% of the
     float32 run's, and not bitwise equal (the bfloat16 path really runs)."""
@@ -117,6 +119,7 @@ def test_bfloat16_compute_stays_close_to_float32(tmp_path):
         train_and_evaluate(bad, tmp_path / "bad", log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monkeypatch):
     """SIGKILL the training process at 5 random moments (inside steps, metric writes and asynchronous checkpoint
     saves: a checkpoint every step), resume each time: the final parameters and optimizer state equal the
@@ -137,6 +140,7 @@ def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monke
     assert (tmp_path / "killed" / "log.txt").read_text().count("killed (SIGKILL)") == 5
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, monkeypatch):
     """Two local processes (jax.distributed, gloo CPU collectives; each reads only its rows of every batch) end
     with the same metrics as one process on the same global batch."""
@@ -228,6 +232,7 @@ VOCAB_SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_vocabulary_sharded_embedding_matches_replicated():
     """train.model_axis=4 on 8 simulated devices (a 2 x 4 data x model mesh): the table and readout are split over
     the vocabulary, and loss and gradients equal the replicated (8 x 1) run within 1e-5, with the plain loss and
@@ -287,6 +292,7 @@ TASK_MODEL_AXIS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_task_run_shards_the_vocabulary_over_the_model_axis():
     """A synthetic-task run with train.model_axis=2 on 8 simulated devices runs in the same loop as a corpus run:
     its embedding table is split over the vocabulary, and it ends with the replicated run's metrics (1e-5)."""

@@ -63,6 +63,7 @@ def test_scan_keeps_parameter_count_and_refuses_per_layer():
         resolve_model(config, max_len=16, vocab_size=40)
 
 
+@pytest.mark.slow
 def test_scanned_run_trains_and_resumes(tmp_path, tiny):
     import dataclasses
 

@@ -7,6 +7,8 @@ import json
 import statistics
 import textwrap
 
+import pytest
+
 from research.studies.experiment import expand_sweep, format_knobs, load_experiment, parse_knobs
 from research.studies.report import write_report
 from research.studies.sweep import plan, run_sweep
@@ -58,6 +60,7 @@ def test_knobs_and_run_names(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_sweep_runs_skips_and_reports_failures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = write_experiment(tmp_path)
@@ -116,6 +119,7 @@ def test_report_from_summaries(tmp_path):
     assert (again / "table.md").read_text() == table
 
 
+@pytest.mark.slow
 def test_sweep_resumes_an_interrupted_run(tmp_path, monkeypatch):
     """A run killed mid-way (checkpoint, no summary) is resumed by the next sweep, not restarted or skipped."""
     from research.training.loop import train_and_evaluate
@@ -196,6 +200,7 @@ CHAIN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sweep_starts_a_dependent_run_after_its_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = tmp_path / "chain.py"
@@ -214,6 +219,7 @@ def test_sweep_starts_a_dependent_run_after_its_source(tmp_path, monkeypatch):
     assert any("FAIL  stage=tune (not started: stage=base failed)" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_submitit_launcher_runs_skips_and_chains(tmp_path, monkeypatch):
     """--launcher submitit-local (the SLURM code path on submitit's LocalExecutor): runs every run, the chained run
     after its source, skips finished runs on a second call."""
