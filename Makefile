@@ -23,9 +23,13 @@ demo: install
 # TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
-# The default suite (<= 5 minutes on a fresh 2-core clone): contracts, references, tiny end-to-end runs.
+# The default suite (<= 5 minutes on a fresh 2-core clone): contracts, references, tiny end-to-end runs. It is bound
+# by XLA compiling tiny models, so it compiles without LLVM's backend optimisations (TEST_XLA_FLAGS= to keep them);
+# the slow suite and test-all compile as runs do.
+TEST_XLA_FLAGS ?= --xla_backend_optimization_level=0
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
+	XLA_FLAGS="$$XLA_FLAGS $(TEST_XLA_FLAGS)" $(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 # The heavy end-to-end tests: fault injection, several processes and devices, sweeps as subprocesses, the bench.
 test-slow: install

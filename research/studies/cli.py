@@ -7,15 +7,26 @@ Every leaf field of `Config` is a typed dotted option (`--train.steps 100`, `--m
 from __future__ import annotations
 
 import argparse
+import types
+import typing
 
 from research.config import Config, ConfigError, leaf_fields, parse_scalar, replace_path
 from research.specs import is_spec_type
 
 
 def _type_name(hint) -> str:
+    """What to write for a field of type `hint`: SPEC, {choice,...}, INT, FLOAT, true|false, a JSON list, ...|none."""
     if is_spec_type(hint):
-        return "SPEC"
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        return "SPEC" + ("|none" if type(None) in typing.get_args(hint) else "")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "{" + ",".join(map(str, args)) + "}"
+    if origin in (typing.Union, types.UnionType):
+        return "|".join(_type_name(a) for a in args if a is not type(None)) + "|none"
+    if origin is tuple:
+        inner = _type_name(args[0]) if args else "X"
+        return f"[{inner},...]" if len(args) != 2 or args[1] is Ellipsis else f"[{inner},{_type_name(args[1])}]"
+    return {bool: "true|false", int: "INT", float: "FLOAT", str: "STR"}.get(hint, str(hint))
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
