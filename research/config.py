@@ -96,7 +96,8 @@ class DataConfig(Section):
     """Train on the first fraction of the train split's tokens only; the tokenizer is still built on the whole
     train split (same vocabulary for every fraction), e.g. for data-size ablations."""
     max_eval_bytes: int | None = None
-    """Cap on the UTF-8 bytes of the valid/test splits used (cut at a document boundary); None = whole split."""
+    """Cap on the UTF-8 bytes of the valid/test splits scored: whole documents sampled across the split (by a hash
+    of their content, so the same documents for every run), reported with their number; None = the whole split."""
 
     def check(self, prefix: str) -> None:
         _positive(self, prefix, "seq_len", "batch_size")
@@ -264,10 +265,17 @@ class EvalConfig(Section):
     evaluated from 64 up)."""
     batch_size: int = 8
     """Windows per evaluation batch."""
+    stride: int | None = None
+    """Final test evaluation with sliding windows `stride` tokens apart: each window scores only its last `stride`
+    targets (the first window all of them), so every target is still predicted once, with at least length - stride
+    tokens of context. None = each window's own length: non-overlapping windows. At lengths <= stride the windows
+    do not overlap either."""
     frequency_buckets: tuple[int, ...] | None = None
-    """Also report the test loss at the training length by how often the target token occurs in the train split:
-    edges e1 < e2 < ... give buckets `oov` (the tokenizer's <unk>), `1-e1`, `e1+1-e2`, ..., `>ek` (and `0` for
-    in-vocabulary ids never seen in training). E.g. [10, 100, 1000]."""
+    """Also report the test loss at the training length by how often the target token occurs in the train split
+    (`loss_bucket/...`), and by how often the input token just read occurs (`loss_after/...`: the prediction after a
+    rare or unknown word): edges e1 < e2 < ... give buckets `oov` (the tokenizer's <unk>, and words outside the
+    vocabulary that a char-aware design reads), `1-e1`, `e1+1-e2`, ..., `>ek` (and `0` for in-vocabulary ids never
+    seen in training). E.g. [10, 100, 1000]."""
     valid_max_windows: int = 64
     """Windows of seq_len used by periodic validation (0 = whole split)."""
     positional: Spec | None = None
@@ -285,6 +293,10 @@ class EvalConfig(Section):
                 f"{prefix}.frequency_buckets: expected increasing positive edges, e.g. [10, 100], got {buckets}"
             )
         _positive(self, prefix, "batch_size")
+        if self.stride is not None and self.stride <= 0:
+            raise ConfigError(
+                f"{prefix}.stride: expected a positive number of tokens or None, got {self.stride}"
+            )
         if self.valid_max_windows < 0:
             raise ConfigError(
                 f"{prefix}.valid_max_windows: expected >= 0 (0 = whole split), got {self.valid_max_windows}"

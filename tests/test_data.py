@@ -14,9 +14,9 @@ from research.data.corpora import (
     WIKI_SAMPLE_FILE,
     WikiSampleConfig,
     resolve_corpus,
+    sample_documents,
     split_by_hash,
     split_wikitext_articles,
-    truncate_documents,
 )
 from research.data.pipeline import prepare_data, validate_data_config
 from research.data.stream import eval_windows, num_eval_windows, num_train_chunks, train_batch
@@ -144,14 +144,20 @@ def test_unknown_corpus_lists_names():
     assert CORPORA.names() == ["text", "wiki-sample", "wikitext"]
 
 
-def test_truncate_documents():
-    docs = ["aaaa", "bb", "é" * 3, "c"]  # 4, 2, 6, 1 bytes
-    assert truncate_documents(docs, 6) == ["aaaa", "bb"]
-    assert truncate_documents(docs, 100) == docs
-    assert truncate_documents(docs, 2) == ["aa"]
-    assert truncate_documents(["éé"], 3) == ["é"]  # cut on a character boundary
+def test_sample_documents_takes_whole_documents_across_the_split():
+    """A byte cap keeps whole documents, chosen by a hash of their content (not the leading ones), in split
+    order, the same whatever their position; at least one document."""
+    docs = [f"document {i} " + "x" * (10 * i) for i in range(20)]
+    kept = sample_documents(docs, 600)
+    sizes = {d: len(d.encode()) for d in docs}
+    assert sum(sizes[d] for d in kept) <= 600 and len(kept) >= 3
+    assert kept == [d for d in docs if d in kept]  # split order
+    assert kept != docs[: len(kept)]  # spread over the split, not its head
+    assert sample_documents(list(reversed(docs)), 600) == list(reversed(kept))  # by content, not position
+    assert sample_documents(docs, 10_000_000) == docs
+    assert sample_documents(["aaaa", "bb"], 1) == ["bb"]  # none fits: the smallest
     with pytest.raises(ValueError):
-        truncate_documents(docs, 0)
+        sample_documents(docs, 0)
 
 
 def test_prepare_data_max_eval_bytes(tmp_path, monkeypatch):
@@ -236,6 +242,53 @@ def test_eval_windows_max_windows():
     batches = list(eval_windows(TOKENS, length=10, batch_size=4, max_windows=6))
     assert len(batches) == 2 and sum(b[2].sum() for b in batches) == 60
     assert num_eval_windows(1001, 10) == 100 and num_eval_windows(1, 10) == 0
+
+
+def _old_non_overlapping_windows(tokens, length, batch_size):
+    """The evaluator's windows before strides existed (a copy kept as the reference): non-overlapping, padded."""
+    n = len(tokens)
+    windows = -(-(n - 1) // length)
+    for start in range(0, windows, batch_size):
+        w = np.arange(start, start + batch_size)[:, None]
+        pos = w * length + np.arange(length)
+        valid = (pos + 1 < n) & (w < windows)
+        safe = np.where(valid, pos, 0)
+        inputs = np.where(valid, tokens[safe], 0).astype(np.int32)
+        targets = np.where(valid, tokens[np.where(valid, pos + 1, 0)], 0).astype(np.int32)
+        yield inputs, targets, valid.astype(np.float32)
+
+
+@pytest.mark.parametrize("n,length,stride,batch", [(1000, 16, 4, 4), (1000, 16, 1, 8), (17, 16, 5, 3),
+                                                   (2, 8, 3, 2), (100, 33, 32, 1), (300, 64, 16, 5)])  # fmt: skip
+def test_sliding_windows_score_every_target_once_with_context(n, length, stride, batch):
+    """eval.stride: every target is scored exactly once, each scored target (after the first window) has at least
+    length - stride tokens of context in its window, and the scored inputs are the stream."""
+    tokens = np.arange(n, dtype=np.int32) + 5
+    batches = list(eval_windows(tokens, length=length, batch_size=batch, stride=stride))
+    assert len(batches) == -(-num_eval_windows(n, length, stride) // batch)
+    index = np.concatenate([b[3] for b in batches])  # [W,L] stream position of each scored target, or -1
+    scored = index[index >= 0]
+    np.testing.assert_array_equal(np.sort(scored), np.arange(1, n))  # every target exactly once
+    y, m = np.concatenate([b[1] for b in batches]), np.concatenate([b[2] for b in batches])
+    np.testing.assert_array_equal(y[m > 0], tokens[index[m > 0]])
+    position = np.broadcast_to(np.arange(length), index.shape)  # the target's position in its window
+    context = position[index >= 0]  # tokens before the scored target's input in the window
+    late = scored >= length + 1  # past the first window's targets
+    assert (context[late] >= length - stride).all()
+
+
+def test_stride_equal_to_length_is_the_non_overlapping_evaluation():
+    """stride = length (the default) gives bit for bit the windows, targets and masks of the evaluator before
+    strides existed."""
+    tokens = np.random.default_rng(0).integers(0, 50, 777).astype(np.int32)
+    for length, batch in ((16, 4), (64, 3), (777, 2)):
+        new = list(eval_windows(tokens, length=length, batch_size=batch, stride=length))
+        old = list(_old_non_overlapping_windows(tokens, length, batch))
+        assert len(new) == len(old)
+        for a, b in zip(new, old, strict=True):
+            for x, y in zip(a[:3], b, strict=True):
+                np.testing.assert_array_equal(x, y)
+                assert x.dtype == y.dtype
 
 
 def test_wiki_sample_source_is_gensims_datapath():

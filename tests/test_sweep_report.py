@@ -277,3 +277,75 @@ def test_table_cells_leave_out_nan():
     )  # a metric that does not apply to this row (e.g. coverage of random init)
     assert _fmt([1.0, nan, 3.0]) == "2.0000 ± 1.4142"
     assert _fmt([2.5]) == "2.5000"
+
+
+def _summary_with_documents(bits: list[float], doc_bytes: list[int], bpb_key="test/len_8") -> dict:
+    per_document = [[b, b, x] for b, x in zip(doc_bytes, bits, strict=True)]
+    bpb = sum(bits) / sum(doc_bytes)
+    return {
+        "metrics": {f"{bpb_key}/bpb": bpb}, "params": {"total": 1}, "wall_time_s": 1.0,
+        "per_document": {bpb_key: per_document},
+        "evaluation": {"mode": "non-overlapping windows", "documents": len(bits), "bytes": sum(doc_bytes)},
+    }  # fmt: skip
+
+
+def test_bootstrap_intervals_and_paired_differences_match_a_direct_computation(tmp_path):
+    """Table cells carry the mean over seeds with a 95% percentile bootstrap over test documents (the same
+    resamples for every run), and the baseline table the paired difference; both equal a direct numpy
+    computation on the same resamples."""
+    import numpy as np
+
+    from research.studies import intervals
+
+    rng = np.random.default_rng(3)
+    doc_bytes = [int(x) for x in rng.integers(50, 500, 9)]
+    bits = {(pe, seed): [float(b * (2.0 if pe == "nope" else 1.5) * rng.uniform(0.8, 1.2)) for b in doc_bytes]
+            for pe in ("nope", "alibi") for seed in (0, 1)}  # fmt: skip
+    exp = tmp_path / "ci_study.py"
+    exp.write_text(EXPERIMENT + "\n\ndef baseline():\n    return {'positional': 'alibi'}\n")
+    root = tmp_path / "runs" / "ci_study"
+    for (pe, seed), b in bits.items():
+        run = root / format_knobs({"positional": pe, "seed": seed})
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps(_summary_with_documents(b, doc_bytes)))
+    dest = write_report(str(exp), root=tmp_path / "runs", out=tmp_path / "results")
+    table = (dest / "table.md").read_text()
+
+    idx = intervals.draws(len(doc_bytes))
+    data = {k: np.asarray(v) for k, v in bits.items()}
+    total_bytes = np.asarray(doc_bytes)[idx].sum(1)
+    direct = {
+        pe: np.mean([data[pe, s][idx].sum(1) / total_bytes for s in (0, 1)], axis=0)
+        for pe in ("nope", "alibi")
+    }
+    for pe in ("nope", "alibi"):
+        mean = np.mean([sum(bits[pe, s]) / sum(doc_bytes) for s in (0, 1)])
+        lo, hi = np.percentile(direct[pe], [2.5, 97.5])
+        assert f"| positional={pe} | 2 | {mean:.4f} [{lo:.4f}, {hi:.4f}] |" in table
+    diff = direct["nope"] - direct["alibi"]
+    mean = np.mean([sum(bits["nope", s]) / sum(doc_bytes) for s in (0, 1)]) - np.mean(
+        [sum(bits["alibi", s]) / sum(doc_bytes) for s in (0, 1)]
+    )
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    assert f"| positional=nope | {mean:+.4f} [{lo:.4f}, {hi:.4f}] |" in table
+    assert (
+        "bootstrap over the 9 test documents" in table
+        and "non-overlapping windows, 9 test documents" in table
+    )
+    assert (dest / "figures" / "extrapolation.svg").exists()
+
+
+def test_report_names_and_skips_a_malformed_summary(tmp_path):
+    exp = write_experiment(tmp_path)
+    root = tmp_path / "runs" / "tiny_study"
+    good = root / format_knobs({"positional": "nope", "seed": 0})
+    bad = root / format_knobs({"positional": "alibi", "seed": 0})
+    for run in (good, bad):
+        run.mkdir(parents=True)
+    params = {"total": 1, "embedding": 1, "positional": 0, "rest": 0}
+    (good / "summary.json").write_text(json.dumps({"metrics": {"test/len_8/bpb": 2.0}, "params": params,
+                                                   "wall_time_s": 1.0}))  # fmt: skip
+    (bad / "summary.json").write_text('{"metrics": {"test/len_8/b')  # truncated
+    with pytest.warns(UserWarning, match=r"positional=alibi,seed=0/summary.json: left out .* does not parse"):
+        dest = write_report(str(exp), root=tmp_path / "runs", out=tmp_path / "results")
+    assert "positional=alibi" not in (dest / "table.md").read_text()

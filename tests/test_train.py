@@ -112,3 +112,52 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "summary.json").exists()
     leaves = final_state(tmp_path)
     assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+
+def test_summary_holds_per_document_totals_that_add_up_to_the_bits_per_byte(tmp_path):
+    """For every evaluation length the summary holds each test document's [bytes, targets, bits]: their ratio of
+    sums is the reported bits per byte, exactly, their targets cover the split, and the number of documents
+    scored is recorded (the whole split when data.max_eval_bytes is None). The loss by position in the window is
+    stored too, its token counts covering every target."""
+    import dataclasses
+
+    from research.data.pipeline import prepare_data
+
+    config = tiny_config("alibi", steps=2)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, max_eval_bytes=None))
+    summary = train_and_evaluate(config, tmp_path, log=lambda m: None)
+    test = prepare_data(config.data).splits["test"]
+    assert summary["evaluation"]["documents"] == test.num_documents > 1
+    assert (
+        summary["evaluation"]["bytes"] == test.num_bytes
+        and "non-overlapping" in summary["evaluation"]["mode"]
+    )
+    for length in (16, 32):
+        rows = summary["per_document"][f"test/len_{length}"]
+        assert len(rows) == test.num_documents
+        assert [b for b, _, _ in rows] == test.doc_bytes.tolist()
+        assert sum(b for b, _, _ in rows) == test.num_bytes
+        assert sum(n for _, n, _ in rows) == len(test.tokens) - 1
+        bits = sum(x for _, _, x in rows)
+        assert summary["metrics"][f"test/len_{length}/bpb"] == bits / sum(b for b, _, _ in rows)  # exactly
+        curve = summary["by_position"][f"test/len_{length}"]
+        assert len(curve["bits_per_token"]) == 16 and sum(curve["tokens"]) == len(test.tokens) - 1
+
+
+def test_sliding_window_evaluation_scores_every_target_once(tmp_path):
+    """eval.stride: the same targets are scored (each once), with more context, so the sums still add up; at the
+    training length the stride is capped at the window (non-overlapping), and the summary names the mode."""
+    import dataclasses
+
+    config = tiny_config("alibi", steps=2)
+    plain = train_and_evaluate(config, tmp_path / "plain", log=lambda m: None)
+    sliding = dataclasses.replace(config, eval=dataclasses.replace(config.eval, stride=4))
+    slid = train_and_evaluate(sliding, tmp_path / "sliding", log=lambda m: None)
+    assert slid["evaluation"]["mode"] == "sliding windows, stride 4 tokens"
+    for length in (16, 32):
+        key = f"test/len_{length}"
+        assert slid["metrics"][f"{key}/tokens"] == plain["metrics"][f"{key}/tokens"]
+        a, b = plain["per_document"][key], slid["per_document"][key]
+        assert [n for _, n, _ in a] == [n for _, n, _ in b]
+        assert slid["metrics"][f"{key}/bpb"] == sum(x for _, _, x in b) / sum(n for n, _, _ in b)
+        assert slid["metrics"][f"{key}/bpb"] != plain["metrics"][f"{key}/bpb"]  # other contexts

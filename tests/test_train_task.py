@@ -166,3 +166,46 @@ def test_only_the_primary_process_writes_the_run_files(tmp_path, monkeypatch):
     for name in ("config.json", "command.txt", "metrics.jsonl", "summary.json"):
         assert not (tmp_path / name).exists(), name
     assert (tmp_path / "checkpoints").is_dir() and messages == []
+
+
+def test_task_summary_has_free_running_accuracy_and_the_trivial_baselines(tmp_path):
+    """Free-running (greedy, autoregressive) accuracy beside teacher-forced: a sequence is all right in one mode
+    exactly when it is in the other (a fully right prefix is the true prefix), example by example; one output
+    token (parity) scores the same either way. Baselines are scored on the same test set, per example."""
+    summary = train_and_evaluate(task_config(steps=4), tmp_path / "reverse", log=lambda m: None)
+    m = summary["metrics"]
+    for split in ("in_dist", "ood"):
+        for b in ("copy_previous", "input_order", "majority"):
+            assert 0.0 <= m[f"test/{split}/baseline/{b}/token_accuracy"] <= 1.0
+        assert 0.0 <= m[f"test/{split}/free_token_accuracy"] <= 1.0
+    assert m["test/in_dist/free_sequence_accuracy"] == m["test/in_dist/sequence_accuracy"]
+    for n in range(1, 7):
+        counts = summary["per_example"][f"len_{n}"]
+        teacher_right = [a == t for a, t in zip(counts["teacher"], counts["total"], strict=True)]
+        free_right = [a == t for a, t in zip(counts["free"], counts["total"], strict=True)]
+        assert teacher_right == free_right
+    parity = train_and_evaluate(
+        task_config(task="parity_check", steps=2), tmp_path / "parity", log=lambda m: None
+    )
+    for n in range(1, 7):
+        counts = parity["per_example"][f"len_{n}"]
+        assert counts["free"] == counts["teacher"]
+
+
+def test_baselines_on_a_hand_built_batch():
+    """copy_previous predicts the token just read, input_order the k-th input symbol for the k-th output, majority
+    one token everywhere; each scored on the output targets only."""
+    from research.training.task import baseline_correct
+
+    # bucket_sort of [4, 2, 3] -> [2, 3, 4]; sequence 4 2 3 SEP 2 3 4 (inputs drop the last, targets the first)
+    seq = np.array([[4, 2, 3, 1, 2, 3, 4]])
+    inputs, targets = seq[:, :-1], seq[:, 1:]
+    mask = np.array([[0, 0, 0, 1, 1, 1]], np.float32)  # the output targets 2 3 4, at positions 3, 4, 5
+    got = baseline_correct(inputs, targets, mask, start=3, majority=3)
+    # copy_previous: inputs at 3..5 = SEP 2 3 vs 2 3 4 -> none right; input_order: 4 2 3 vs 2 3 4 -> none;
+    # majority 3: one right
+    assert {k: int(v[0]) for k, v in got.items()} == {"copy_previous": 0, "input_order": 0, "majority": 1}
+    # reverse of [2, 2, 5] -> [5, 2, 2]: copy_previous gets the repeated 2 right, input_order the middle one
+    seq = np.array([[2, 2, 5, 1, 5, 2, 2]])
+    got = baseline_correct(seq[:, :-1], seq[:, 1:], mask, start=3, majority=2)
+    assert {k: int(v[0]) for k, v in got.items()} == {"copy_previous": 1, "input_order": 1, "majority": 2}

@@ -7,6 +7,7 @@ import dataclasses
 import math
 from collections import Counter
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -130,9 +131,16 @@ def test_bits_per_byte_is_total_bits_over_bytes(name, corpus, tmp_path):
     split = ds.splits["test"]
     v = ds.tokenizer.vocab_size
 
-    def uniform_step(params, inputs, targets, mask):
+    def uniform_step(params, inputs, targets, mask, docs, *, num_documents):  # the eval step's protocol
         m = jnp.asarray(mask, jnp.float32)
-        return jnp.sum(m) * math.log(v), jnp.sum(m)
+        per = lambda x, ids, n: jax.ops.segment_sum(x.reshape(-1), ids.reshape(-1), num_segments=n)  # noqa: E731
+        first = jnp.zeros_like(docs)
+        return (
+            per(m * math.log(v), docs, num_documents),
+            per(m, docs, num_documents),
+            per(m, first, 16),
+            per(m, first, 16),
+        )
 
     from research.runtime.mesh import make_mesh
 
@@ -176,6 +184,43 @@ def test_loss_by_frequency_bucket_adds_up(tmp_path):
         sum(m[f"test/len_16/loss_bucket/{b}"] * m[f"test/len_16/count_bucket/{b}"] for b in buckets) / total
     )
     assert weighted == pytest.approx(m["test/len_16/loss"], rel=1e-4)
+
+
+def test_loss_after_an_input_word_by_its_frequency_adds_up(tmp_path):
+    """The loss of the prediction after an input word, bucketed by that word's train-split frequency, covers every
+    target once (count-weighted mean = the overall loss); with spell_unknowns, words outside the vocabulary (input
+    ids past it, which a char-aware design reads) are the `oov` bucket."""
+    from research.training.loop import train_and_evaluate
+
+    from .conftest import tiny_config
+
+    config = tiny_config("rope", steps=2)
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            config.data, tokenizer={"name": "word", "min_count": 2, "spell_unknowns": True}
+        ),
+        model=dataclasses.replace(config.model, embedding={"name": "char_cnn", "max_chars": 12}),
+        eval=dataclasses.replace(config.eval, frequency_buckets=(5, 50)),
+    )
+    m = train_and_evaluate(config, tmp_path / "run", log=lambda s: None)["metrics"]
+    buckets = [k.split("/")[-1] for k in m if "/count_after/" in k]
+    assert "oov" in buckets and m["test/len_16/count_after/oov"] > 0
+    total = sum(m[f"test/len_16/count_after/{b}"] for b in buckets)
+    assert total == m["test/len_16/tokens"]
+    weighted = (
+        sum(m[f"test/len_16/loss_after/{b}"] * m[f"test/len_16/count_after/{b}"] for b in buckets) / total
+    )
+    assert weighted == pytest.approx(m["test/len_16/loss"], rel=1e-4)
+
+
+def test_frequency_buckets_put_spelled_unknown_inputs_in_oov():
+    from research.training.evaluate import frequency_buckets
+
+    train = np.array([1, 2, 2, 8, 8, 9])  # 8 and 9: spelled unknown words (ids past the vocabulary of 5)
+    names, index = frequency_buckets(train, vocab_size=5, edges=[1], unk_id=0, num_ids=10)
+    assert len(index) == 10 and [names[i] for i in index[5:]] == ["oov"] * 5
+    assert [names[i] for i in index[:5]] == ["oov", "1-1", ">1", "0", "0"]
 
 
 def test_spelled_unknowns_round_trip_and_close_targets():

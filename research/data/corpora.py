@@ -62,23 +62,22 @@ class Corpus:
         return digest.hexdigest()
 
 
-def truncate_documents(docs: list[str], max_bytes: int) -> list[str]:
-    """The leading documents whose UTF-8 bytes total <= max_bytes (always at least one document).
-
-    A first document longer than max_bytes is cut at the last character boundary that fits.
-    """
+def sample_documents(docs: list[str], max_bytes: int) -> list[str]:
+    """Whole documents spread over the split whose UTF-8 bytes total <= max_bytes, in their split order: documents
+    are taken in the order of their content's sha256 (deterministic, and independent of where they stand), each
+    one that still fits; at least one (the smallest, when none fits)."""
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    kept, total = [], 0
-    for doc in docs:
-        size = len(doc.encode("utf-8"))
-        if total + size > max_bytes:
-            break
-        kept.append(doc)
-        total += size
+    sizes = [len(doc.encode("utf-8")) for doc in docs]
+    order = sorted(range(len(docs)), key=lambda i: hashlib.sha256(docs[i].encode("utf-8")).hexdigest())
+    kept, total = set(), 0
+    for i in order:
+        if total + sizes[i] <= max_bytes:
+            kept.add(i)
+            total += sizes[i]
     if not kept and docs:
-        kept = [docs[0].encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")]
-    return kept
+        kept = {min(range(len(docs)), key=sizes.__getitem__)}
+    return [doc for i, doc in enumerate(docs) if i in kept]
 
 
 def read_utf8(path: Path, *, field: str = "data.corpus.path") -> str:

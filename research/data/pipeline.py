@@ -3,6 +3,9 @@
 A split's stream is `[doc] + encode(d1) + [doc] + encode(d2) + ...`, so every document is preceded by the
 separator and predicting positions 1..N-1 predicts every byte of every document exactly once (plus the
 separators between them). Bits per byte is then exact: sum of target NLL in bits / `TokenSplit.num_bytes`.
+Each target belongs to one document (a separator to the document it opens), so the NLL splits into per-document
+totals whose sums are the split's (`TokenSplit.document_of`). Valid and test splits are whole by default; with
+data.max_eval_bytes, whole documents sampled across the split (research/data/corpora.py: sample_documents).
 Token streams are cached as .npy under `cache_dir()/tokens/`, keyed by corpus content, tokenizer fingerprint
 and max_eval_bytes.
 """
@@ -23,11 +26,11 @@ from research.data.corpora import (
     atomic_write,
     cache_dir,
     resolve_corpus,
-    truncate_documents,
+    sample_documents,
 )
 from research.tokenization import Tokenizer, TokenizerConfig, resolve_tokenizer
 
-PIPELINE_VERSION = "tokens-v1"  # bump when the stream layout changes
+PIPELINE_VERSION = "tokens-v2"  # bump when the stream layout or the document selection changes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +40,21 @@ class TokenSplit:
     num_bytes: int
     """UTF-8 bytes of the split's documents (the bits-per-byte denominator)."""
     num_documents: int
+    doc_bytes: np.ndarray | None = None
+    """int64 [num_documents]: UTF-8 bytes of each document, in stream order (sums to num_bytes)."""
+    doc_id: int = -1
+    """The separator id that opens every document in `tokens`."""
     oov_rate: float = 0.0
     """Fraction of the split's document tokens (separators excluded) outside the output vocabulary (<unk>, or
     spelled ids >= vocab_size)."""
     close: tuple[int, int] | None = None
     """(vocab_size, unk_id) when the stream holds spelled ids >= vocab_size (word:spell_unknowns=true): targets are
     closed to <unk> with research/data/stream.close_targets; None otherwise."""
+
+    def document_of(self, positions: np.ndarray) -> np.ndarray:
+        """The document index of each stream position (a separator belongs to the document it opens)."""
+        starts = np.flatnonzero(np.asarray(self.tokens) == self.doc_id)
+        return np.searchsorted(starts, positions, side="right") - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +97,13 @@ def oov_rate(tokenizer: Tokenizer, tokens: np.ndarray) -> float:
 def split_documents(
     corpus: Corpus, split: str, max_eval_bytes: int | None, train_docs: tuple[float, float] = (0.0, 1.0)
 ) -> list[str]:
-    """The documents of a split, with valid/test cut to max_eval_bytes and train to the `train_docs` range."""
+    """The documents of a split: train cut to the `train_docs` range; valid/test whole, or whole documents
+    sampled across the split up to max_eval_bytes."""
     docs = corpus.documents(split)
     if split == "train":
         return select_range(docs, train_docs)
     if max_eval_bytes is not None:
-        docs = truncate_documents(docs, max_eval_bytes)
+        docs = sample_documents(docs, max_eval_bytes)
     return docs
 
 
@@ -127,15 +140,18 @@ def prepare_data(data_config: DataConfig) -> Dataset:
                 buffer = io.BytesIO()
                 np.save(buffer, tokens)
                 atomic_write(path, buffer.getvalue())
-        num_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
+        doc_bytes = np.asarray([len(doc.encode("utf-8")) for doc in docs], np.int64)
+        num_bytes = int(doc_bytes.sum())
         if split == "train" and data_config.train_fraction < 1.0:  # the first part of the stream
             keep = max(2, round(data_config.train_fraction * len(tokens)))
             num_bytes = round(num_bytes * keep / len(tokens))  # approximate: reported, not used for bpb
-            tokens = tokens[:keep]
+            tokens, doc_bytes = tokens[:keep], None
         splits[split] = TokenSplit(
             tokens=tokens,
             num_bytes=num_bytes,
             num_documents=len(docs),
+            doc_bytes=doc_bytes,
+            doc_id=tokenizer.doc_id,
             oov_rate=oov_rate(tokenizer, tokens),
             close=(tokenizer.vocab_size, tokenizer.unk_id) if getattr(tokenizer, "stateful", False) else None,
         )

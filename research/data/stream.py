@@ -6,8 +6,11 @@ batch `step` takes order positions step*B .. step*B+B-1 (running into the next e
 therefore a pure function of (seed, step): a resumed run sees exactly the batches it would have seen.
 Each process takes its contiguous block of rows of the global batch.
 
-Evaluation: non-overlapping windows of `length` predict every target position 1..N-1 exactly once; the last
-window and the last batch are padded with mask 0 so that every batch has one shape (no recompilation).
+Evaluation: windows of `length` tokens, `stride` apart, predict every target position 1..N-1 exactly once. With
+stride = length (the default) the windows do not overlap; with a smaller stride each window scores only its last
+`stride` targets (the first window scores all of them), so every scored target has at least length - stride tokens
+of context. The last window and the last batch are padded with mask 0 so that every batch has one shape (no
+recompilation).
 """
 
 from __future__ import annotations
@@ -71,9 +74,13 @@ def close_targets(targets: np.ndarray, close: tuple[int, int] | None) -> np.ndar
     return np.where(targets >= vocab, unk, targets).astype(np.int32)
 
 
-def num_eval_windows(n_tokens: int, length: int) -> int:
-    """Windows of `length` targets needed to cover target positions 1..n_tokens-1."""
-    return max(0, -(-(n_tokens - 1) // length))
+def num_eval_windows(n_tokens: int, length: int, stride: int | None = None) -> int:
+    """Windows of `length`, `stride` apart (default: `length`), needed to cover target positions 1..n_tokens-1."""
+    stride = length if stride is None else stride
+    targets = n_tokens - 1
+    if targets <= 0:
+        return 0
+    return 1 + max(0, -(-(targets - length) // stride))
 
 
 def eval_windows(
@@ -81,28 +88,37 @@ def eval_windows(
     *,
     length: int,
     batch_size: int,
+    stride: int | None = None,
     max_windows: int | None = None,
     close: tuple[int, int] | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (inputs int32, targets int32, mask float32), each [batch_size, length].
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (inputs int32, targets int32, mask float32, target index int64), each [batch_size, length].
 
-    Window w has inputs tokens[w*L : w*L+L] and targets tokens[w*L+1 : w*L+L+1]; padded entries have mask 0.
-    With max_windows only the first max_windows windows are used (a prefix of the split).
+    Window w has inputs tokens[w*S : w*S+L] and targets tokens[w*S+1 : w*S+L+1] (S = stride, default L); it scores
+    (mask 1) its targets not scored by an earlier window: all of them for w = 0, else the last S. `target index` is
+    each target's position in `tokens` (-1 for padding). With max_windows only the first max_windows windows are
+    used (a prefix of the split).
     """
-    if length <= 0 or batch_size <= 0:
-        raise ValueError(f"expected positive length and batch_size, got {length} and {batch_size}")
+    stride = length if stride is None else stride
+    if length <= 0 or batch_size <= 0 or not 0 < stride <= length:
+        raise ValueError(
+            f"expected positive length and batch_size and 0 < stride <= length, got {length}, {batch_size}, {stride}"
+        )
     tokens = np.asarray(tokens)
     n = len(tokens)
     if n < 2:
         raise ValueError(f"evaluation needs at least 2 tokens, got {n}")
-    windows = num_eval_windows(n, length)
+    windows = num_eval_windows(n, length, stride)
     if max_windows is not None:
         windows = min(windows, max_windows)
+    j = np.arange(length)
     for start in range(0, windows, batch_size):
         w = np.arange(start, start + batch_size)[:, None]  # [B,1]
-        pos = w * length + np.arange(length)  # [B,L] input positions
+        pos = w * stride + j  # [B,L] input positions
         valid = (pos + 1 < n) & (w < windows)
+        scored = valid & ((w == 0) | (j >= length - stride))
         safe = np.where(valid, pos, 0)
         inputs = np.where(valid, tokens[safe], 0).astype(np.int32)
         targets = np.where(valid, tokens[np.where(valid, pos + 1, 0)], 0).astype(np.int32)
-        yield inputs, close_targets(targets, close), valid.astype(np.float32)
+        index = np.where(scored, pos + 1, -1).astype(np.int64)
+        yield inputs, close_targets(targets, close), scored.astype(np.float32), index

@@ -25,7 +25,9 @@ def _type_name(hint) -> str:
         return "|".join(_type_name(a) for a in args if a is not type(None)) + "|none"
     if origin is tuple:
         inner = _type_name(args[0]) if args else "X"
-        return f"[{inner},...]" if len(args) != 2 or args[1] is Ellipsis else f"[{inner},{_type_name(args[1])}]"
+        return (
+            f"[{inner},...]" if len(args) != 2 or args[1] is Ellipsis else f"[{inner},{_type_name(args[1])}]"
+        )
     return {bool: "true|false", int: "INT", float: "FLOAT", str: "STR"}.get(hint, str(hint))
 
 

@@ -1,8 +1,16 @@
-"""Loss, per-token perplexity and bits per UTF-8 byte over a token split, at any window length.
+"""Loss, per-token perplexity and bits per UTF-8 byte over a token split, at any window length and stride.
 
-The split is cut into non-overlapping windows (no sliding window: each token is predicted once, with the context
-that precedes it inside its window); the last window and batch are padded and masked, so one length compiles once.
-Over a whole split, bits-per-byte is exact: sum of NLL in bits over every target / UTF-8 bytes of the documents.
+Windows (research/data/stream.py: eval_windows) predict every target of the split exactly once: non-overlapping by
+default, or sliding with a smaller stride (each window scores its last `stride` targets, with at least
+length - stride tokens of context). The last window and batch are padded and masked, so one length compiles once.
+
+Every evaluation also returns
+- per-document totals: for each document of the split, [UTF-8 bytes, targets, NLL in bits] (a separator target
+  belongs to the document it opens). Bits per byte is their ratio of sums, exactly, so any statistic over documents
+  (a bootstrap interval, a paired difference) can be recomputed from a run's summary;
+- the loss by position inside the window: mean bits per target in POSITION_BUCKETS equal buckets of the window's
+  positions, where extrapolation past the training length shows.
+Sums are accumulated on the device in float32 per batch and summed over documents in float64 on the host.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from flax import nnx
 from research.data.stream import eval_windows
 from research.runtime.mesh import shard_batch, to_host
 
+POSITION_BUCKETS = 16
+LN2 = math.log(2)
+
 
 def token_nll(graphdef, positions, params, inputs, targets):
     """Per-token NLL in nats [B,T] of the model (evaluation positions, no dropout)."""
@@ -27,41 +38,79 @@ def token_nll(graphdef, positions, params, inputs, targets):
 
 
 def make_eval_step(graphdef, positions):
-    """(params, inputs[B,T], targets[B,T], mask[B,T]) -> (sum of NLL in nats, number of targets)."""
+    """(params, inputs[B,T], targets[B,T], mask[B,T], docs[B,T], *, num_documents) -> (NLL per document [D],
+    targets per document [D], NLL per position bucket [K], targets per position bucket [K]), NLL in nats."""
 
-    @jax.jit
-    def eval_step(params, inputs, targets, mask):
-        nll = token_nll(graphdef, positions, params, inputs, targets)
-        mask = mask.astype(jnp.float32)
-        return jnp.sum(nll * mask), jnp.sum(mask)
+    def eval_step(params, inputs, targets, mask, docs, *, num_documents: int):
+        nll = token_nll(graphdef, positions, params, inputs, targets) * mask  # [B,T]
+        t = inputs.shape[1]
+        bucket = jnp.broadcast_to(jnp.arange(t) * POSITION_BUCKETS // t, nll.shape)  # [B,T]
+        per = lambda x, ids, n: jax.ops.segment_sum(x.reshape(-1), ids.reshape(-1), num_segments=n)  # noqa: E731
+        return (
+            per(nll, docs, num_documents),
+            per(mask, docs, num_documents),
+            per(nll, bucket, POSITION_BUCKETS),
+            per(mask, bucket, POSITION_BUCKETS),
+        )
 
-    return eval_step
+    return jax.jit(eval_step, static_argnames="num_documents")
 
 
-def evaluate_split(eval_step, params, split, *, length, batch_size, mesh, max_windows=None) -> dict:
-    """{"loss", "ppl", "bpb", "tokens"} for one split at one window length."""
-    total_nll = jnp.zeros((), jnp.float32)
-    total_count = jnp.zeros((), jnp.float32)
-    for inputs, targets, mask in eval_windows(
-        split.tokens, length=length, batch_size=batch_size, max_windows=max_windows, close=split.close
+def evaluate_split(
+    eval_step, params, split, *, length, batch_size, mesh, stride=None, max_windows=None
+) -> dict:
+    """{"loss", "ppl", "bpb", "tokens", "per_document", "by_position"} for one split at one window length.
+
+    `per_document` ([[bytes, targets, bits], ...] in document order) is None for a prefix of the split
+    (`max_windows`), whose bits per byte is then a token-weighted estimate."""
+    tokens = np.asarray(split.tokens)
+    document = split.document_of(np.arange(len(tokens)))  # [N] document of each stream position
+    num_documents = int(document.max()) + 1
+    totals = None
+    for inputs, targets, mask, index in eval_windows(
+        tokens,
+        length=length,
+        batch_size=batch_size,
+        stride=stride,
+        max_windows=max_windows,
+        close=split.close,
     ):
-        nll, count = eval_step(params, *shard_batch((inputs, targets, mask), mesh))
-        total_nll, total_count = total_nll + nll, total_count + count  # stays on device: no sync per batch
-    nll, count = float(to_host(total_nll)), float(to_host(total_count))
-    loss = nll / count
-    # Targets of the whole split are tokens[1:]; scale the mean to the whole split's bytes. Exact when the
-    # windows cover the split (max_windows=None); a token-weighted estimate otherwise.
-    targets_in_split = len(split.tokens) - 1
-    bpb = loss / math.log(2) * targets_in_split / split.num_bytes
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bpb": bpb, "tokens": count}
+        docs = np.where(index >= 0, document[np.maximum(index, 0)], 0).astype(np.int32)
+        out = eval_step(
+            params, *shard_batch((inputs, targets, mask, docs), mesh), num_documents=num_documents
+        )
+        totals = out if totals is None else tuple(a + b for a, b in zip(totals, out))  # on device: no sync
+    doc_nll, doc_count, pos_nll, pos_count = (np.asarray(to_host(x), np.float64) for x in totals)
+    bits, count = doc_nll / LN2, float(doc_count.sum())
+    loss = float(doc_nll.sum()) / count
+    whole = max_windows is None and split.doc_bytes is not None
+    per_document = (
+        [[int(b), int(n), float(x)] for b, n, x in zip(split.doc_bytes, doc_count, bits, strict=True)]
+        if whole
+        else None
+    )
+    if whole:
+        bpb = sum(x for _, _, x in per_document) / sum(b for b, _, _ in per_document)
+    else:  # a prefix: its mean scaled to the whole split's targets and bytes
+        bpb = loss / LN2 * (len(tokens) - 1) / split.num_bytes
+    by_position = {
+        "bits_per_token": (pos_nll / LN2 / np.maximum(pos_count, 1)).tolist(),
+        "tokens": pos_count.astype(int).tolist(),
+    }
+    return {
+        "loss": loss, "ppl": math.exp(min(loss, 700.0)), "bpb": bpb, "tokens": count,
+        "per_document": per_document, "by_position": by_position,
+    }  # fmt: skip
 
 
 def frequency_buckets(
-    train_tokens, vocab_size: int, edges, unk_id: int | None
+    train_tokens, vocab_size: int, edges, unk_id: int | None, *, num_ids: int | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """Bucket names and bucket index [V] of every id by its train-split count (see EvalConfig.frequency_buckets)."""
-
-    counts = np.bincount(np.asarray(train_tokens), minlength=vocab_size)[:vocab_size]
+    """Bucket names and bucket index [num_ids] of every id by its train-split count (see EvalConfig.frequency_buckets):
+    `oov` (the unknown id, and ids past the output vocabulary: spelled unknown words), `0` (in the vocabulary, never
+    seen in training), then by count edges."""
+    num_ids = max(num_ids or vocab_size, vocab_size)
+    counts = np.bincount(np.asarray(train_tokens), minlength=num_ids)[:num_ids]
     edges = sorted(int(e) for e in edges)
     names = ["oov", "0"]
     bounds = [1, *[e + 1 for e in edges]]
@@ -69,39 +118,48 @@ def frequency_buckets(
         names.append(f"{lo}-{hi}")
     names.append(f">{edges[-1]}")
     index = np.where(counts == 0, 1, 2 + np.searchsorted(np.asarray(edges), counts, side="left"))
+    index[vocab_size:] = 0
     if unk_id is not None:
         index[unk_id] = 0
     return names, index.astype(np.int32)
 
 
 def make_bucket_eval_step(graphdef, positions, bucket_of, num_buckets: int):
-    """(params, inputs, targets, mask) -> (NLL sum [K], target count [K]) per bucket of the target id."""
+    """(params, inputs, targets, mask) -> (NLL sum [K], target count [K]) per bucket of the target id, and the same
+    per bucket of the input id (the token just read: the loss of the prediction after a rare or unknown word)."""
     bucket_of = jnp.asarray(bucket_of)
 
     @jax.jit
     def step(params, inputs, targets, mask):
         nll = token_nll(graphdef, positions, params, inputs, targets)
         mask = mask.astype(jnp.float32)
-        ids = bucket_of[targets].reshape(-1)
+        per = lambda x, ids: jax.ops.segment_sum(x.reshape(-1), ids.reshape(-1), num_segments=num_buckets)  # noqa: E731
+        after = bucket_of[jnp.minimum(inputs, bucket_of.shape[0] - 1)]
         return (
-            jax.ops.segment_sum((nll * mask).reshape(-1), ids, num_segments=num_buckets),
-            jax.ops.segment_sum(mask.reshape(-1), ids, num_segments=num_buckets),
+            per(nll * mask, bucket_of[targets]),
+            per(mask, bucket_of[targets]),
+            per(nll * mask, after),
+            per(mask, after),
         )
 
     return step
 
 
 def evaluate_buckets(step, params, split, names, *, length, batch_size, mesh) -> dict:
-    """{"loss_bucket/<name>": mean NLL (nats), "count_bucket/<name>": targets} over the whole split."""
-    total = jnp.zeros(len(names)), jnp.zeros(len(names))
-    for inputs, targets, mask in eval_windows(
+    """{"loss_bucket/<name>": mean NLL (nats), "count_bucket/<name>": targets} by the target's train frequency, and
+    {"loss_after/<name>", "count_after/<name>"} by the train frequency of the input token before it, over the
+    whole split."""
+    total = None
+    for inputs, targets, mask, _ in eval_windows(
         split.tokens, length=length, batch_size=batch_size, close=split.close
     ):
-        nll, count = step(params, *shard_batch((inputs, targets, mask), mesh))
-        total = total[0] + nll, total[1] + count
+        out = step(params, *shard_batch((inputs, targets, mask), mesh))
+        total = out if total is None else tuple(a + b for a, b in zip(total, out))
+    target_nll, target_n, after_nll, after_n = (to_host(x).tolist() for x in total)
     out = {}
-    for name, nll, count in zip(names, to_host(total[0]).tolist(), to_host(total[1]).tolist()):
-        if count:
-            out[f"loss_bucket/{name}"] = nll / count
-            out[f"count_bucket/{name}"] = count
+    for kind, nlls, counts in (("bucket", target_nll, target_n), ("after", after_nll, after_n)):
+        for name, nll, count in zip(names, nlls, counts):
+            if count:
+                out[f"loss_{kind}/{name}"] = nll / count
+                out[f"count_{kind}/{name}"] = count
     return out

@@ -2,9 +2,11 @@
 
 Training batches are chunks of the train split's token stream (research/data/stream.py: a pure function of
 (seed, step), each process reading only its rows). Periodic validation scores the first `eval.valid_max_windows`
-windows of the valid split at the training length; the final evaluation scores the test split at every evaluation
-length (research/training/evaluate.py), and with `eval.frequency_buckets` the loss by train-split frequency of the
-target token.
+windows of the valid split at the training length. The final evaluation scores the whole test split (or the
+documents data.max_eval_bytes samples) at every evaluation length, in non-overlapping or sliding windows
+(`eval.stride`; research/training/evaluate.py), and keeps per-document totals and the loss by position in the
+window for the summary; with `eval.frequency_buckets`, also the loss by train-split frequency of the target token
+and of the input token before it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def eval_lengths(config: Config) -> list[int]:
     if config.eval.lengths is not None:
         return list(config.eval.lengths)
     return [m * config.data.seq_len for m in config.eval.length_multipliers]
+
+
+def window_mode(stride: int | None) -> str:
+    """How the final evaluation windows a split, in words (named in every table header)."""
+    return "non-overlapping windows" if stride is None else f"sliding windows, stride {stride} tokens"
 
 
 def input_pieces(tokenizer) -> list[str]:
@@ -121,22 +128,30 @@ class LanguageModel:
             self.eval_step, params, "valid", self.config.data.seq_len,
             max_windows=self.config.eval.valid_max_windows or None,
         )  # fmt: skip
-        return {f"valid/{k}": v for k, v in out.items() if k != "tokens"}
+        return {f"valid/{k}": out[k] for k in ("loss", "ppl", "bpb")}
 
     def evaluate(self, params, log) -> dict:
-        final = {}
+        test, stride = self.data.splits["test"], self.config.eval.stride
+        log(
+            f"test split: {test.num_documents} documents, {test.num_bytes:,} bytes, {len(test.tokens):,} tokens; "
+            f"{window_mode(stride)}"
+        )
+        final, self.details = {}, {"per_document": {}, "by_position": {}}
         for length in eval_lengths(self.config):
-            out = self._score(self.final_step, params, "test", length)
-            final.update({f"test/len_{length}/{k}": v for k, v in out.items()})
+            out = self._score(self.final_step, params, "test", length, stride=min(stride or length, length))
+            name = f"test/len_{length}"
+            self.details["per_document"][name] = out.pop("per_document")
+            self.details["by_position"][name] = out.pop("by_position")
+            final.update({f"{name}/{k}": v for k, v in out.items()})
             log(f"test length {length}: loss {out['loss']:.4f} bpb {out['bpb']:.4f} ppl {out['ppl']:.3f}")
         if self.config.eval.frequency_buckets:
             final.update(self._by_frequency(params, log))
         return final
 
-    def _score(self, step_fn, params, split: str, length: int, max_windows=None) -> dict:
+    def _score(self, step_fn, params, split: str, length: int, *, stride=None, max_windows=None) -> dict:
         return evaluate_split(
             step_fn, params, self.data.splits[split], length=length, batch_size=self.config.eval.batch_size,
-            mesh=self.view.mesh, max_windows=max_windows,
+            mesh=self.view.mesh, stride=stride, max_windows=max_windows,
         )  # fmt: skip
 
     def _by_frequency(self, params, log) -> dict:
@@ -144,22 +159,31 @@ class LanguageModel:
         tokenizer, seq_len = self.data.tokenizer, self.config.data.seq_len
         names, bucket_of = frequency_buckets(
             self.data.splits["train"].tokens, tokenizer.vocab_size, self.config.eval.frequency_buckets,
-            getattr(tokenizer, "unk_id", None),
+            getattr(tokenizer, "unk_id", None), num_ids=len(input_pieces(tokenizer)),
         )  # fmt: skip
         step_fn = make_bucket_eval_step(self.view.eval_graphdef, self.view.positions, bucket_of, len(names))
         out = evaluate_buckets(
             step_fn, params, self.data.splits["test"], names, length=seq_len,
             batch_size=self.config.eval.batch_size, mesh=self.view.mesh,
         )  # fmt: skip
-        log(
-            "test loss by train frequency: "
-            + ", ".join(f"{k[12:]} {v:.3f}" for k, v in out.items() if k.startswith("loss"))
-        )
+        for kind in ("bucket", "after"):
+            log(
+                f"test loss by train frequency of the {'target' if kind == 'bucket' else 'input'} token: "
+                + ", ".join(
+                    f"{k.split('/', 1)[1]} {v:.3f}" for k, v in out.items() if k.startswith(f"loss_{kind}")
+                )
+            )
         return {f"test/len_{seq_len}/{k}": v for k, v in out.items()}
 
     def summary(self) -> dict:
-        splits = self.data.splits
+        splits, test = self.data.splits, self.data.splits["test"]
+        evaluation = {
+            "split": "test", "documents": test.num_documents, "bytes": int(test.num_bytes),
+            "stride": self.config.eval.stride, "mode": window_mode(self.config.eval.stride),
+        }  # fmt: skip
         return {
+            "evaluation": evaluation,
+            **self.details,
             "tokens": {name: int(len(s.tokens)) for name, s in splits.items()},
             "bytes": {name: int(s.num_bytes) for name, s in splits.items()},
             "oov_rate": {name: s.oov_rate for name, s in splits.items()},

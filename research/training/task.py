@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from research.config import Config, resolve_spec
-from research.data.tasks import PAD, TASKS, Task, TaskBatch
+from research.data.tasks import PAD, SEP, TASKS, Task, TaskBatch
 from research.model.build import ResolvedModel, resolve_model
 from research.runtime.mesh import shard_batch
 from research.training.loss import mean_nll
@@ -73,7 +73,8 @@ def eval_batch(task: Task, n: int, *, examples: int, length: int):
 
 
 def make_eval_step(graphdef, positions):
-    """(params, inputs, targets, mask, lengths) -> (loss, correct tokens, output tokens, correct sequences)."""
+    """(params, inputs, targets, mask, lengths) -> (loss, output tokens right per example [B], output tokens per
+    example [B]): teacher-forced, each prediction (greedy, argmax) given the true prefix."""
 
     @jax.jit
     def eval_step(params, inputs, targets, mask, lengths):
@@ -82,39 +83,103 @@ def make_eval_step(graphdef, positions):
         )
         logits = nnx.merge(graphdef, params)(inputs, pos)  # [B,T,V]
         correct = (jnp.argmax(logits, -1) == targets) * mask  # [B,T]
-        per_sequence = jnp.sum(correct, 1) == jnp.sum(mask, 1)  # [B]
-        return mean_nll(logits, targets, mask), jnp.sum(correct), jnp.sum(mask), jnp.sum(per_sequence)
+        return mean_nll(logits, targets, mask), jnp.sum(correct, 1), jnp.sum(mask, 1)
 
     return eval_step
 
 
-def evaluate_lengths(eval_step, params, task: Task, *, max_n: int, examples: int, length: int, mesh) -> dict:
-    """{n: {"loss", "token_accuracy", "sequence_accuracy"}} for every input length 1..max_n."""
-    results = {}
-    for n in range(1, max_n + 1):
-        loss, correct, total, sequences = eval_step(
-            params, *shard_batch(eval_batch(task, n, examples=examples, length=length), mesh)
+def make_generate_step(graphdef, positions):
+    """(params, inputs, targets, mask, lengths, start, stop) -> output tokens right per example [B], free-running:
+    from the separator at `start` to the real end `stop`, each greedy prediction is fed back as the next input, so
+    an output token is scored given the model's own earlier outputs (autoregressive decoding)."""
+
+    @jax.jit
+    def generate(params, inputs, targets, mask, lengths, start, stop):
+        pos = positions.sample(
+            inputs.shape[0], inputs.shape[1], key=jax.random.key(EVAL_SEED), train=False, lengths=lengths
         )
-        results[n] = {
-            "loss": float(loss),
-            "token_accuracy": float(correct) / max(float(total), 1.0),
-            "sequence_accuracy": float(sequences) / examples,
+        model = nnx.merge(graphdef, params)
+
+        def feed(p, x):  # the prediction at p becomes the input at p + 1
+            return x.at[:, p + 1].set(jnp.argmax(model(x, pos)[:, p], -1).astype(x.dtype))
+
+        x = jax.lax.fori_loop(start, stop - 1, feed, inputs)
+        return jnp.sum((jnp.argmax(model(x, pos), -1) == targets) * mask, 1)
+
+    return generate
+
+
+BASELINES = ("copy_previous", "input_order", "majority")
+"""Trivial predictors scored on the same test set: copy the previous output token (under teacher forcing, the
+token just read), the input's own order (output k = input symbol k), and the majority output token."""
+
+
+def baseline_correct(inputs, targets, mask, start: int, majority: int) -> dict[str, np.ndarray]:
+    """Output tokens right per example [B] of each trivial predictor (BASELINES); `start` is the separator's
+    position: the output token k is the target at start + k."""
+    k = np.arange(inputs.shape[1]) - start  # output index of each target position
+    order = np.where((k >= 0) & (k < start), inputs[:, np.clip(k, 0, inputs.shape[1] - 1)], -1)
+    predictions = {"copy_previous": inputs, "input_order": order, "majority": np.full_like(inputs, majority)}
+    return {name: ((p == targets) * mask).sum(1) for name, p in predictions.items()}
+
+
+def evaluate_lengths(
+    steps, params, task: Task, *, max_n: int, examples: int, length: int, mesh, majority=None
+):
+    """({n: metrics}, {n: per-example counts}) for every input length 1..max_n. `steps` is an eval step, or
+    (eval step, generate step) to add free-running accuracy and, with `majority`, the trivial baselines."""
+    eval_step, generate = steps if isinstance(steps, tuple) else (steps, None)
+    results, examples_of = {}, {}
+    for n in range(1, max_n + 1):
+        batch = eval_batch(task, n, examples=examples, length=length)
+        sharded = shard_batch(batch, mesh)
+        loss, correct, total = (np.asarray(x) for x in eval_step(params, *sharded))
+        counts = {"total": total, "teacher": correct}
+        if generate is not None:
+            start, stop = int(np.argmax(batch[0][0] == SEP)), int(batch[3][0])
+            counts["free"] = np.asarray(generate(params, *sharded, start, stop))
+            if majority is not None:
+                counts |= baseline_correct(batch[0], batch[1], batch[2], start, majority)
+        results[n] = {"loss": float(loss), **accuracies(counts)}
+        examples_of[n] = {
+            k: v.astype(int).tolist() for k, v in counts.items() if k in ("total", "teacher", "free")
         }
-    return results
+    return results, examples_of
+
+
+def accuracies(counts: dict) -> dict:
+    """Token and sequence accuracy (every output token right) from per-example counts of right output tokens."""
+    total = counts["total"]
+    names = {"teacher": "", "free": "free_", **{b: f"baseline/{b}/" for b in BASELINES}}
+    out = {}
+    for key, prefix in names.items():
+        if key in counts:
+            out[f"{prefix}token_accuracy"] = float(counts[key].sum() / max(total.sum(), 1))
+            out[f"{prefix}sequence_accuracy"] = float(np.mean(counts[key] == total))
+    return out
+
+
+def majority_output(task: Task, max_n: int, examples: int) -> int:
+    """The most frequent output token over the in-distribution test examples (lengths 1..max_n)."""
+    counts = np.zeros(task.vocab_size, np.int64)
+    for n in range(1, max_n + 1):
+        _, targets, mask, _ = eval_batch(task, n, examples=examples, length=sequence_length(task, n))
+        counts += np.bincount(targets[mask > 0], minlength=task.vocab_size)
+    return int(np.argmax(counts))
 
 
 def summarise(per_length: dict, train_max: int) -> dict:
-    """Flat metrics: per length, and means over in-distribution (1..N) and out-of-distribution (N+1..M) lengths."""
+    """Flat metrics: per length (the model's own), and means over in-distribution (1..N) and out-of-distribution
+    (N+1..M) lengths of every accuracy, the trivial baselines' included."""
     metrics = {}
     for n, values in per_length.items():
-        metrics.update({f"test/len_{n}/{k}": v for k, v in values.items()})
+        metrics.update({f"test/len_{n}/{k}": v for k, v in values.items() if not k.startswith("baseline/")})
     for name, lengths in (
         ("in_dist", [n for n in per_length if n <= train_max]),
         ("ood", [n for n in per_length if n > train_max]),
     ):
-        for k in ("token_accuracy", "sequence_accuracy"):
-            if lengths:
-                metrics[f"test/{name}/{k}"] = float(np.mean([per_length[n][k] for n in lengths]))
+        for k in (k for k in per_length[lengths[0]] if k != "loss") if lengths else ():
+            metrics[f"test/{name}/{k}"] = float(np.mean([per_length[n][k] for n in lengths]))
     return metrics
 
 
@@ -155,11 +220,12 @@ class TaskObjective:
     def attach(self, view: ModelView) -> None:
         self.view = view
         self.eval_step = make_eval_step(view.graphdef, view.positions)
-        self.final_step = (
+        final = (
             self.eval_step
             if view.eval_graphdef is view.graphdef
             else make_eval_step(view.eval_graphdef, view.positions)
         )
+        self.final_steps = (final, make_generate_step(view.eval_graphdef, view.positions))
 
     def batch(self, step: int, process_index: int, process_count: int) -> tuple:
         """This process's rows of the global batch (every process draws the same global batch, cheaply)."""
@@ -175,28 +241,35 @@ class TaskObjective:
 
     def validation(self, params) -> dict:
         """Token accuracy over the in-distribution lengths of the test set."""
-        per_length = self._per_length(self.eval_step, params, self.config.task.train_max_length)
+        per_length, _ = self._per_length(self.eval_step, params, self.config.task.train_max_length)
         in_dist = summarise(per_length, self.config.task.train_max_length)["test/in_dist/token_accuracy"]
         return {"valid/in_dist/token_accuracy": in_dist}
 
     def evaluate(self, params, log) -> dict:
-        final = summarise(
-            self._per_length(self.final_step, params, self.config.task.eval_max_length),
-            self.config.task.train_max_length,
-        )
+        t = self.config.task
+        majority = majority_output(self.task, t.train_max_length, t.eval_examples)
+        per_length, self.per_example = self._per_length(self.final_steps, params, t.eval_max_length, majority)
+        final = summarise(per_length, t.train_max_length)
+        ood = lambda key: final.get(f"test/ood/{key}", float("nan"))  # noqa: E731
         log(
-            f"token accuracy: in-distribution {final['test/in_dist/token_accuracy']:.3f}, "
-            f"out-of-distribution {final.get('test/ood/token_accuracy', float('nan')):.3f}"
+            f"token accuracy: in-distribution {final['test/in_dist/token_accuracy']:.3f}, out-of-distribution "
+            f"{ood('token_accuracy'):.3f} (free-running sequences {ood('free_sequence_accuracy'):.3f}; baselines: "
+            + ", ".join(f"{b} {ood(f'baseline/{b}/token_accuracy'):.3f}" for b in BASELINES)
+            + ")"
         )
         return final
 
-    def _per_length(self, step_fn, params, max_n: int) -> dict:
+    def _per_length(self, steps, params, max_n: int, majority=None):
         return evaluate_lengths(
-            step_fn, params, self.task, max_n=max_n, examples=self.config.task.eval_examples,
-            length=self.eval_len, mesh=self.view.mesh,
+            steps, params, self.task, max_n=max_n, examples=self.config.task.eval_examples, length=self.eval_len,
+            mesh=self.view.mesh, majority=majority,
         )  # fmt: skip
 
     def summary(self) -> dict:
         name = self.config.task.task["name"]
         task = {"name": name, "vocab_size": self.task.vocab_size, **dataclasses.asdict(self.task)}
-        return {"task": task, "vocab_size": self.task.vocab_size}
+        return {
+            "task": task, "vocab_size": self.task.vocab_size,
+            "evaluation": {"examples": self.config.task.eval_examples, "baselines": list(BASELINES)},
+            "per_example": {f"len_{n}": counts for n, counts in self.per_example.items()},
+        }  # fmt: skip
