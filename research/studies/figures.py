@@ -55,14 +55,28 @@ def evaluation_note(groups: dict) -> str:
     return "; ".join(parts)
 
 
-def extrapolation(groups: dict, names: list[str], folder: Path) -> Path | None:
+def extrapolation(
+    groups: dict, names: list[str], folder: Path, *, panels: dict | None = None, name: str = "extrapolation"
+) -> Path | None:
+    """The metric against evaluation length; `panels` ({title: groups}) draws several side by side with one y
+    axis (default: one panel of every group)."""
     with_length = sorted((int(LENGTH.search(m).group(1)), m) for m in names if LENGTH.search(m))
     if not with_length:
         return None
+    panels = panels or {"": groups}
+    fig, axes = plotting.figure(1, len(panels), width=5.2 if len(panels) > 1 else 6.8, height=4.2, sharey=True)
+    for ax, (title, subset) in zip(axes[0], panels.items(), strict=True):
+        _length_curves(ax, subset, with_length)
+        ax.set_title(title)
+    axes[0][0].set_ylabel(f"test {with_length[0][1].rsplit('/', 1)[-1]} (lower is better)")
+    plotting.legend(fig)
+    plotting.subtitle(fig, "Test loss against evaluation length", evaluation_note(groups))
+    return plotting.save_figure(fig, folder / f"{name}.png")
+
+
+def _length_curves(ax, groups: dict, with_length: list[tuple[int, str]]) -> None:
     xs = [x for x, _ in with_length]
     estimates = {m: intervals.estimate(groups, m) for _, m in with_length}
-    fig, axes = plotting.figure(width=6.8, height=4.2)
-    ax = axes[0][0]
     for key, label in sorted(labels(groups).items(), key=lambda kv: kv[1]):
         points = [(x, estimates[m].get(key)) for x, m in with_length]
         points = [(x, e) for x, e in points if e is not None]
@@ -76,14 +90,10 @@ def extrapolation(groups: dict, names: list[str], folder: Path) -> Path | None:
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.minorticks_off()
     ax.axvline(xs[0], color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("evaluation length (tokens); dotted: the shortest, the training length in most studies")
-    ax.set_ylabel(f"test {with_length[0][1].rsplit('/', 1)[-1]} (lower is better)")
-    plotting.legend(fig)
-    plotting.subtitle(fig, "Test loss against evaluation length", evaluation_note(groups))
-    return plotting.save_figure(fig, folder / "extrapolation.png")
+    ax.set_xlabel("evaluation length (tokens); dotted: the training length")
 
 
-def by_position(groups: dict, folder: Path) -> Path | None:
+def by_position(groups: dict, folder: Path, *, name: str = "by_position") -> Path | None:
     """Bits per token by position in the window, one panel per evaluation length, one line per group (mean over
     seeds, band: min-max over seeds)."""
     first = next(iter(groups.values()))[0]["summary"].get("by_position") or {}
@@ -110,4 +120,4 @@ def by_position(groups: dict, folder: Path) -> Path | None:
     plotting.legend(fig)
     note = evaluation_note(groups).replace("bands: 95% bootstrap over documents", "bands: min-max over seeds")
     plotting.subtitle(fig, "Test loss by position in the window (dotted: the training length)", note)
-    return plotting.save_figure(fig, folder / "by_position.png")
+    return plotting.save_figure(fig, folder / f"{name}.png")
