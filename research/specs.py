@@ -122,7 +122,9 @@ def coerce(value, annotation, field: str, owner=None):
         raise ConfigError(errors[0] if errors else f"{field}: bad value {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{field}: expected a list, got {value!r}")
+            raise ConfigError(
+                f"{field}: expected a list, written 64,128,256 or [64, 128, 256] (JSON), got {value!r}"
+            )
         inner = args[0] if args else Any
         return tuple(coerce(v, inner, field) for v in value)
     if origin is typing.Literal:

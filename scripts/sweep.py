@@ -13,13 +13,14 @@ import sys
 
 from research.config import ConfigError
 from research.runtime.hostmem import reexec_with_huge_pages
-from research.studies.sweep import plan, run_sweep
+from research.studies.sweep import Stopped, plan, run_sweep
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        epilog="Other arguments are config overrides for every run (--train.steps 50), checked before any run starts.",
+    )  # fmt: skip
     parser.add_argument("experiment", help="experiments/<study>.py[:knobs]")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, as local processes (default 1)")
     parser.add_argument(
@@ -33,7 +34,9 @@ def main(argv=None) -> int:
         help="adopt saved run summaries (results/<study>/runs/) whose config is identical to a planned run's, "
         "e.g. the seed-0 runs of :small in the full study (repeatable)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate every run's config and list the runs and their state"
+    )
     parser.add_argument(
         "--launcher",
         choices=["local", "slurm", "submitit-local"],
@@ -47,9 +50,16 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         if args.dry_run:
-            study, runs = plan(args.experiment, args.root)
+            study, runs = plan(args.experiment, args.root, extra)
             for run in runs:
-                print(f"{'done' if run.finished else 'todo'}  {run.workdir}")
+                state = (
+                    "done"
+                    if run.finished
+                    else f"running elsewhere (pid {run.elsewhere})"
+                    if run.elsewhere
+                    else "todo"
+                )
+                print(f"{state}  {run.workdir}")
             return 0
         if args.launcher != "local":
             from research.studies.cluster import submit_sweep
@@ -77,6 +87,12 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(
+            f"stopped by {e}: the runs it started were stopped; rerun the same command to resume them",
+            flush=True,
+        )
+        return 130
     return 1 if failed else 0
 
 

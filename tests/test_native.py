@@ -187,7 +187,27 @@ def test_build_is_cached_and_rebuilt_when_the_source_changes(tmp_path, monkeypat
     source.write_text(source.read_text() + "\n// changed\n")
     second = native.build(source, cxx)
     assert second != first and second.exists()
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.name, second.name])
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.so")) == sorted([first.name, second.name])
+
+
+def test_a_library_is_loaded_only_from_a_private_cache_with_its_recorded_hash(tmp_path, monkeypatch):
+    """A library whose bytes differ from the hash its build recorded (planted, or damaged) is rebuilt; a cache
+    folder writable by others is never loaded from: the build goes to a private temporary folder."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESEARCH_NATIVE_CACHE", str(cache))
+    source = tmp_path / "kernel.cc"
+    source.write_text(cope._KERNEL.read_text())
+    cxx = native.compiler()
+    built = native.build(source, cxx)
+    assert built.with_name(built.name + ".sha256").read_text().strip() == native._sha256(built)
+    built.write_bytes(b"planted")  # same name, other bytes
+    again = native.build(source, cxx)
+    assert again == built and again.read_bytes() != b"planted"  # rebuilt, not loaded
+    cache.chmod(0o777)  # a shared, world-writable cache
+    planted = native.library_path(source, cxx)
+    private = native.build(source, cxx)
+    assert private.parent != cache and (private.parent.stat().st_mode & 0o077) == 0
+    assert planted.exists()  # left alone, never loaded
 
 
 def test_a_failed_build_falls_back_with_one_warning(tmp_path, monkeypatch, caplog):

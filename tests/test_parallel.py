@@ -283,7 +283,8 @@ TASK_MODEL_AXIS = textwrap.dedent(
     out = {}
     for axis in (1, 2):
         with tempfile.TemporaryDirectory() as workdir:
-            run = loop.setup(config(axis), __import__("pathlib").Path(workdir), lambda m: None)
+            c = config(axis)
+            run = loop.setup(c, __import__("pathlib").Path(workdir), loop.objective_for(c), lambda m: None)
             out[f"spec{axis}"] = str(run.params["embedding"]["table"].sharding.spec)
             loop.fit(run)
             out[axis] = run.objective.evaluate(run.params, lambda m: None)

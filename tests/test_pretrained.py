@@ -192,6 +192,13 @@ CASES = {  # name: (bytes, ("ok", words, rows) | ("error", pattern))
     "bin_float64": (b"2 3\na " + struct.pack("<3d", 1, 2, 3) + b"b " + struct.pack("<3d", 4, 5, 6), ("error", r"byte \d+: .*float64")),
     "bin_header_too_big": (b"3 3\na " + _f32(1, 2, 3) + b"b " + _f32(4, 5, 6), ("error", r"byte \d+: the header declares 3 vectors but the file ends after 2")),
     "bin_truncated_utf8": (b"2 3\ncaf\xc3 " + _f32(1, 2, 3) + b"b " + _f32(4, 5, 6), ("error", r"byte 4: word b'caf\\xc3' is not valid utf-8")),
+    # headers that the file cannot hold: an error naming the file, never a division by zero or a huge allocation
+    "text_header_zero_dim": (b"2 0\na\nb\n", ("error", r":1: the header declares 2 vectors of dimension 0; both must be > 0")),
+    "text_header_negative_dim": (b"3 -2\na 1 2\nb 4 5\n", ("error", r":1: the header declares 3 vectors of dimension -2")),
+    "text_header_huge_dim": (b"3 1000000000\na 1 2 3\nb 4 5 6\n", ("error", r":2: 3 values, expected 1000000000")),
+    "text_header_huge_count": (b"1000000000 3\na 1 2 3\nb 4 5 6\n", ("error", r":4: the header declares 1000000000 vectors but the file ends after 2")),
+    "bin_header_huge_count": (b"1000000000 1000\na " + _f32(*range(1000)), ("error", r"byte \d+: the header declares 1000000000 vectors but the file ends after 1")),
+    "bin_header_zero_count": (b"0 3\na " + _f32(1, 2, 3), ("error", r":1: the header declares 0 vectors of dimension 3")),
 }  # fmt: skip
 
 
@@ -211,6 +218,15 @@ def test_malformed_and_odd_files(name, tmp_path):
     assert vectors.words == expected[1]
     np.testing.assert_array_equal(vectors.matrix, np.array(expected[2], np.float32))
     assert vectors.matrix.dtype == np.float32
+
+
+def test_a_file_that_is_not_what_its_suffix_says_is_named(tmp_path):
+    path = tmp_path / "vectors.txt.gz"
+    path.write_bytes(b"2 3\na 1 2 3\nb 4 5 6\n")  # not gzip
+    with pytest.raises(VectorFileError, match=r"vectors.txt.gz: not a readable gz file"):
+        load_vectors(path)
+    with pytest.raises(VectorFileError, match=r"vectors.txt.gz: not a readable gz file"):
+        vector_dim(path)
 
 
 def test_gensim_agrees_where_it_loads(tmp_path):

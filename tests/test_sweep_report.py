@@ -20,13 +20,17 @@ EXPERIMENT = textwrap.dedent(
     from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
     from research.studies.experiment import parse_knobs
 
+    from pathlib import Path
+
+    ONE_LINE = str(Path(__file__).with_name("one_line.txt"))  # valid, but too short to split: fails once read
+
     def get_config(arg=""):
         k = parse_knobs(arg, positional="nope", seed=0, broken=False)
         return Config(
             seed=k.seed,
-            data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000),
-            model=ModelConfig(d_model=16, num_layers=1, num_heads=2,
-                              positional={"name": "no_such_scheme" if k.broken else k.positional}),
+            data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000,
+                            corpus={"name": "text", "path": ONE_LINE} if k.broken else {"name": "wiki-sample"}),
+            model=ModelConfig(d_model=16, num_layers=1, num_heads=2, positional={"name": k.positional}),
             train=TrainConfig(steps=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=1),
             eval=EvalConfig(length_multipliers=(1,), batch_size=2),
         )
@@ -46,6 +50,7 @@ EXPERIMENT = textwrap.dedent(
 def write_experiment(tmp_path):
     path = tmp_path / "tiny_study.py"
     path.write_text(EXPERIMENT.replace('"withbroken" in arg', '"withbroken" in (arg or "")'))
+    (tmp_path / "one_line.txt").write_text("a single line of text\n")
     return path
 
 
@@ -81,7 +86,7 @@ def test_sweep_runs_skips_and_reports_failures(tmp_path, monkeypatch):
     failed = run_sweep(f"{exp2}", jobs=1, root=tmp_path / "runs", out=lines.append)
     text = "\n".join(lines)
     assert failed == 1 and "FAILED broken=True,positional=rope,seed=0" in text
-    assert "no_such_scheme" in text  # the tail of its log names the problem
+    assert "too short to split" in text  # the tail of its log names the problem
     assert text.count(" done  ") == 2
     assert not (
         tmp_path / "runs" / "tiny_study2" / "broken=True,positional=rope,seed=0" / "summary.json"
@@ -178,13 +183,18 @@ CHAIN = textwrap.dedent(
     from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
     from research.studies.experiment import parse_knobs
 
+    from pathlib import Path
+
+    ONE_LINE = str(Path(__file__).with_name("one_line.txt"))  # valid, but too short to split: fails once read
+
     def get_config(arg=""):
         k = parse_knobs(arg, stage="base", broken=False)
         child = k.stage == "tune"
+        broken = k.broken and not child
         return Config(
-            data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000),
-            model=ModelConfig(d_model=16, num_layers=1, num_heads=2,
-                              positional={"name": "no_such_scheme" if k.broken and not child else "rope"}),
+            data=DataConfig(seq_len=8, batch_size=2, max_eval_bytes=1000,
+                            corpus={"name": "text", "path": ONE_LINE} if broken else {"name": "wiki-sample"}),
+            model=ModelConfig(d_model=16, num_layers=1, num_heads=2, positional={"name": "rope"}),
             train=TrainConfig(steps=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=1,
                               init_from="stage=base" if child else None),
             eval=EvalConfig(length_multipliers=(1,), batch_size=2),
@@ -205,6 +215,7 @@ def test_sweep_starts_a_dependent_run_after_its_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = tmp_path / "chain.py"
     exp.write_text(CHAIN)
+    (tmp_path / "one_line.txt").write_text("a single line of text\n")
     study, runs = plan(str(exp), tmp_path / "runs")
     assert runs[0].after == runs[1].workdir.absolute()
     lines = []

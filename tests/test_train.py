@@ -161,3 +161,47 @@ def test_sliding_window_evaluation_scores_every_target_once(tmp_path):
         assert [n for _, n, _ in a] == [n for _, n, _ in b]
         assert slid["metrics"][f"{key}/bpb"] == sum(x for _, _, x in b) / sum(n for n, _, _ in b)
         assert slid["metrics"][f"{key}/bpb"] != plain["metrics"][f"{key}/bpb"]  # other contexts
+
+
+@pytest.mark.parametrize("damage", ["truncated file", "missing file", "stray temporary folder"])
+def test_a_damaged_checkpoint_never_blocks_the_run(tmp_path, damage):
+    """A run whose latest checkpoint is damaged (a data file truncated or deleted) moves it aside, says so, resumes
+    from the one before and ends exactly as the undamaged run; a stray temporary folder of an interrupted save is
+    ignored. When no checkpoint restores, the error is one line naming the fix."""
+    import shutil
+
+    from research.training.checkpoint import CheckpointError
+
+    config = tiny_config("nope", steps=4, checkpoint_every=1, keep_checkpoints=3)
+    reference = train_and_evaluate(config, tmp_path / "reference", log=lambda m: None)
+    run = tmp_path / "run"
+    train_and_evaluate(config, run, log=lambda m: None)
+    (run / "summary.json").unlink()
+    data = sorted(
+        (p for p in (run / "checkpoints" / "4").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    if damage == "truncated file":
+        with open(data[-1], "r+b") as f:
+            f.truncate(data[-1].stat().st_size // 2)
+    elif damage == "missing file":
+        data[-1].unlink()
+    else:
+        stray = run / "checkpoints" / "5.orbax-checkpoint-tmp-1700000000"
+        shutil.copytree(run / "checkpoints" / "4", stray)
+    messages = []
+    resumed = train_and_evaluate(config, run, log=messages.append)
+    assert resumed["metrics"] == reference["metrics"]
+    if damage != "stray temporary folder":
+        assert any(m.startswith("checkpoint at step 4 does not restore") for m in messages)
+        assert "resumed from checkpoint at step 3" in messages
+        assert [p.name.split("-")[0] for p in (run / "checkpoints_unreadable").iterdir()] == ["4"]
+        for step in ("2", "3", "4"):  # now damage every checkpoint: one line with the fix
+            if (run / "checkpoints" / step).exists():
+                for f in (run / "checkpoints" / step).rglob("*"):
+                    if f.is_file() and "ocdbt.process_0/d/" in str(f):
+                        f.unlink()
+        (run / "summary.json").unlink()
+        with pytest.raises(
+            CheckpointError, match=r"no checkpoint in .* restores .* delete .* from the start"
+        ):
+            train_and_evaluate(config, run, log=lambda m: None)

@@ -10,7 +10,10 @@ once, with the compiler's message), or `RESEARCH_NATIVE=0`.
 
 Environment:
     RESEARCH_NATIVE=0        never build or use a native kernel (the jnp paths everywhere)
-    RESEARCH_NATIVE_CACHE    folder for the built libraries (default: $XDG_CACHE_HOME or ~/.cache, /embedding-lab)
+    RESEARCH_NATIVE_CACHE    folder for the built libraries (default: $XDG_CACHE_HOME or ~/.cache, /embedding-lab);
+                             a library is loaded from it only when the folder is this user's and not writable by
+                             others, and the hash its build recorded beside it matches; else it is rebuilt in a
+                             private temporary folder
     CXX                      the C++ compiler (default: c++, then g++)
 """
 
@@ -91,12 +94,23 @@ def library_path(source: Path, cxx: str) -> Path:
 
 
 def build(source: Path, cxx: str) -> Path:
-    """Compile `source` into the cache (atomically: concurrent builders each write their own file and rename it,
-    so a reader never sees a partial library) -> the library's path. Raises RuntimeError with the compiler's
-    message."""
+    """The library built from `source`: from the cache when it is trusted and the library's recorded hash matches,
+    else compiled into it (atomically: concurrent builders each write their own file and rename it, so a reader never
+    sees a partial library), or into a private temporary folder when the cache folder is not trusted. Raises
+    RuntimeError with the compiler's message."""
     target = library_path(source, cxx)
-    if target.exists():
+    if not trusted_folder(target.parent):
+        private = Path(tempfile.mkdtemp(prefix="embedding-lab-native-"))  # mode 0700, ours alone
+        log.warning("%s is not a private cache folder (owned by another user, or writable by others): building %s "
+                    "in %s", target.parent, source.name, private)  # fmt: skip
+        return _compile(source, cxx, private / target.name)
+    if target.exists() and _recorded_hash(target) == _sha256(target):
         return target
+    return _compile(source, cxx, target)
+
+
+def _compile(source: Path, cxx: str, target: Path) -> Path:
+    """Compile into `target` through a temporary file beside it, then record the library's hash beside it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as folder:
         partial = Path(folder) / target.name
@@ -105,8 +119,38 @@ def build(source: Path, cxx: str) -> Path:
         done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        digest = _sha256(partial)
+        record = Path(folder) / "hash"
+        record.write_text(digest + "\n")
         os.replace(partial, target)
+        os.replace(record, _hash_path(target))
     return target
+
+
+def trusted_folder(folder: Path) -> bool:
+    """Whether a library in `folder` can be loaded: it is owned by this user and not writable by group or others
+    (created so when missing). A shared or world-writable cache could hold a library planted by someone else."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def _hash_path(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _recorded_hash(library: Path) -> str | None:
+    try:
+        return _hash_path(library).read_text().strip()
+    except OSError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load(source: Path, targets: tuple[str, ...]) -> bool:

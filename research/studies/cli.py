@@ -32,15 +32,25 @@ def _type_name(hint) -> str:
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of one run (scripts/train.py): the experiment, --workdir, the processes, every override."""
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="SPEC values: a name ('alibi'), name:key=value,... ('rope:base=500'), or a JSON object.",
+        epilog=EPILOG,
+        allow_abbrev=False,
     )
     parser.add_argument(
         "experiment", help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo"
     )
     parser.add_argument("--workdir", required=True, help="run directory (resumes if it holds a checkpoint)")
+    parser.add_argument(
+        "--reevaluate", action="store_true",
+        help="a finished run: evaluate its final parameters again and rewrite its summary (the training's wall time "
+        "is kept); without it a finished run is left as it is",
+    )  # fmt: skip
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also RESEARCH_DEBUG=1)"
+    )
     hosts = parser.add_argument_group(
         "several processes (jax.distributed; also read from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
         "JAX_PROCESS_ID, or detected on SLURM / TPU pods)"
@@ -48,31 +58,75 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     hosts.add_argument("--coordinator", default=None, help="host:port of process 0")
     hosts.add_argument("--num-processes", type=int, default=None)
     hosts.add_argument("--process-id", type=int, default=None)
+    add_overrides(parser)
+    return parser
+
+
+EPILOG = (
+    "SPEC values: a name ('alibi'), name:key=value,... ('rope:base=500'), an import path with options "
+    "('my_pkg.mod:Config@k=v'), or a JSON object. Lists: comma-separated (64,128,256) or JSON ([64, 128]). "
+    "true|false flags may be given bare (--model.scan_layers)."
+)
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """Every leaf field of Config as a --dotted.option, with what to write and its default in --help."""
     group = parser.add_argument_group("config overrides (applied after get_config)")
     defaults = Config()
     for path, hint, doc in leaf_fields(Config):
         default = defaults
         for part in path.split("."):
             default = getattr(default, part)
+        flag = {"nargs": "?", "const": "true"} if hint is bool else {}
         group.add_argument(
-            f"--{path}",
-            dest=f"override:{path}",
-            metavar=_type_name(hint),
-            default=None,
-            help=f"{doc} (default in Config: {default})",
-        )
-    return parser
+            f"--{path}", dest=f"override:{path}", metavar=_type_name(hint), default=None,
+            help=f"{doc} (default in Config: {default})", **flag,
+        )  # fmt: skip
+
+
+def parse_overrides(argv: list[str]) -> argparse.Namespace:
+    """Config overrides only (a sweep's extra arguments); an unknown or abbreviated option is a ConfigError that
+    names the closest valid one."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_overrides(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}" + _did_you_mean(unknown[0]))
+    return args
+
+
+def _did_you_mean(option: str) -> str:
+    import difflib
+
+    options = [f"--{path}" for path, _, _ in leaf_fields(Config)]
+    close = difflib.get_close_matches(option.split("=")[0], options, n=1)
+    return f"; did you mean {close[0]}?" if close else "; `python scripts/train.py --help` lists every option"
 
 
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
+    hints = {p: h for p, h, _ in leaf_fields(Config)}
     for key, raw in vars(args).items():
         if not key.startswith("override:") or raw is None:
             continue
         path = key.removeprefix("override:")
-        hint = dict((p, h) for p, h, _ in leaf_fields(Config))[path]
-        value = raw if (hint is str or is_spec_type(hint)) else parse_scalar(raw)
         try:
-            config = replace_path(config, path, value)
+            config = replace_path(config, path, parse_value(raw, hints[path]))
         except ConfigError as e:
-            raise ConfigError(f"--{path}: {e}") from None
+            raise ConfigError(f"--{path}: {str(e).removeprefix(path + ': ')}") from None
     return config
+
+
+def parse_value(raw: str, hint):
+    """A command-line value for a field of type `hint`: strings and specs as written; lists as JSON or
+    comma-separated; the rest as JSON literals (true, none, 3, 1e-3)."""
+    if hint is str or is_spec_type(hint):
+        return raw
+    if _is_list(hint) and not raw.strip().startswith("["):
+        if raw.strip().lower() in ("none", "null"):
+            return None
+        return [parse_scalar(item.strip()) for item in raw.split(",") if item.strip()]
+    return parse_scalar(raw)
+
+
+def _is_list(hint) -> bool:
+    return tuple in (typing.get_origin(hint), *(typing.get_origin(a) for a in typing.get_args(hint)))

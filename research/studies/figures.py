@@ -64,7 +64,9 @@ def extrapolation(
     if not with_length:
         return None
     panels = panels or {"": groups}
-    fig, axes = plotting.figure(1, len(panels), width=5.2 if len(panels) > 1 else 6.8, height=4.2, sharey=True)
+    fig, axes = plotting.figure(
+        1, len(panels), width=5.2 if len(panels) > 1 else 6.8, height=4.2, sharey=True
+    )
     for ax, (title, subset) in zip(axes[0], panels.items(), strict=True):
         _length_curves(ax, subset, with_length)
         ax.set_title(title)

@@ -1,18 +1,27 @@
 """Run every run of an experiment's sweep as local processes, skipping finished ones.
 
-A run is finished when its workdir holds `summary.json` (written last, atomically); anything else is (re)started,
-and `train_and_evaluate` resumes it from its last checkpoint. A failed run does not stop the others: it is listed
-at the end with the tail of its log, and the sweep exits non-zero.
+Before anything starts, every run's config (the experiment's, with the command line's overrides) is built and
+validated, so a typo fails once, naming the run and the field, and `--dry-run` checks it too. A run is finished when
+its workdir holds a `summary.json` that parses (written last, atomically); anything else is (re)started, and
+`train_and_evaluate` resumes it from its last checkpoint. A run whose directory another process holds (its lock,
+research/training/rundir.py) is skipped as running elsewhere. A failed run does not stop the others: it is listed at
+the end with the tail of its log, and the sweep exits non-zero.
 
 Runs may depend on each other: a run whose `train.init_from` names another run of the same sweep (a relative
 path, e.g. "stage=base") starts only after that run has finished, whatever the order of `add` calls; if that run
 fails, its dependants are not started and are listed as failed.
+
+The runs are children in process groups of their own, stopped (SIGTERM, then SIGKILL) when the sweep gets SIGTERM
+or SIGINT, and sent SIGTERM by the kernel when the sweep dies any other way (kill -9 included): a stopped sweep
+leaves no run behind, and a rerun resumes them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +29,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
+from research.config import Config, ConfigError, differences, from_dict, init_source
+from research.studies.cli import apply_overrides, parse_overrides
 from research.studies.experiment import (
     expand_sweep,
     format_knobs,
@@ -30,6 +40,7 @@ from research.studies.experiment import (
     study_name,
 )
 from research.training.metrics import read_jsonl
+from research.training.rundir import load_summary, lock_holder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +56,17 @@ class Run:
     log_file: object = field(default=None, repr=False)
     after: Path | None = None
     """The workdir of a run of this sweep that must finish first (this run's train.init_from)."""
-    config: dict = field(default_factory=dict, repr=False)
-    """The run's resolved config (research.config.to_dict), compared by `reuse_saved`."""
+    config: Config | None = field(default=None, repr=False)
+    """The run's config, overrides applied (validated by `plan`, compared by `reuse_saved`)."""
 
     @property
     def finished(self) -> bool:
-        return (self.workdir / "summary.json").exists()
+        return load_summary(self.workdir) is not None
+
+    @property
+    def elsewhere(self) -> int | None:
+        """The PID of another process that holds this run's directory, or None."""
+        return lock_holder(self.workdir)
 
     def status(self) -> str:
         records = read_jsonl(self.workdir / "metrics.jsonl")
@@ -67,10 +83,15 @@ class Run:
             return "(no log)"
 
 
-def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
+def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, list[Run]]:
+    """The study's name and its runs, each config built with the overrides and validated (ConfigError naming the
+    run and the field before anything starts)."""
+    from research.training.loop import validate
+
     path, arg = split_target(target)
     module = load_experiment(path)
     study = study_name(path, arg)
+    overrides = parse_overrides(list(extra_args))
     knobs = expand_sweep(module, arg)
     runs = [
         Run(format_knobs(k), f"{path}:{join_arg(arg, k)}", Path(root) / study / format_knobs(k))
@@ -78,9 +99,12 @@ def plan(target: str, root: str | Path = "runs") -> tuple[str, list[Run]]:
     ]
     workdirs = {r.workdir.absolute(): r for r in runs}
     for run, k in zip(runs, knobs):
-        config = module.get_config(join_arg(arg, k))
-        run.config = to_dict(config)
-        init_from = config.train.init_from
+        try:
+            run.config = apply_overrides(module.get_config(join_arg(arg, k)), overrides)
+            validate(run.config)
+        except ConfigError as e:
+            raise ConfigError(f"run {run.name}: {e}") from None
+        init_from = run.config.train.init_from
         if init_from is not None:
             source = init_source(init_from, run.workdir)
             if source.absolute() in workdirs:
@@ -103,10 +127,10 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
         source = folder / f"{run.name}.json"
         if run.finished or not source.exists():
             continue
-        saved = json.loads(source.read_text())
         try:
+            saved = json.loads(source.read_text())
             differ = differences(from_dict(Config, saved.get("config", {})), run.config)
-        except ConfigError as e:
+        except (ConfigError, ValueError) as e:
             differ = [str(e)]
         if differ:
             out(f"not reused: {source} (config differs in {', '.join(differ[:5])})")
@@ -121,14 +145,19 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
 
 
 def _next_launchable(todo: deque, failed: set[Path]):
-    """The first queued run whose dependency has finished (its summary.json exists) or that has none; a run whose
-    dependency failed is returned as ('blocked', run)."""
+    """The first queued run whose dependency has finished or that has none; a run whose dependency failed is
+    returned as ('blocked', run)."""
     for run in todo:
-        if run.after is None or (run.after / "summary.json").exists():
+        if run.after is None or load_summary(run.after) is not None:
             return "ready", run
         if run.after in failed:
             return "blocked", run
     return None, None
+
+
+def _die_with_parent() -> None:  # in the child, before exec: SIGTERM when the sweep dies, however it dies
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _launch(run: Run, extra_args: list[str]) -> None:
@@ -146,66 +175,120 @@ def _launch(run: Run, extra_args: list[str]) -> None:
     run.log_file.flush()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     run.process = subprocess.Popen(
-        cmd, stdout=run.log_file, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()
-    )
+        cmd, stdout=run.log_file, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(), start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )  # fmt: skip
     run.started = time.time()
+
+
+def stop(runs: list[Run], grace: float = 10.0) -> None:
+    """SIGTERM to each running run's process group, then SIGKILL to those still alive after `grace` seconds."""
+    alive = [r for r in runs if r.process is not None and r.process.poll() is None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for r in alive:
+            try:
+                os.killpg(r.process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(r.process.poll() is None for r in alive):
+            time.sleep(0.1)
+        alive = [r for r in alive if r.process.poll() is None]
+        if not alive:
+            return
+
+
+class Stopped(Exception):
+    """The sweep got SIGTERM or SIGINT."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+class Scheduler:
+    """Launches queued runs up to `jobs` at a time, in dependency order, and reaps the finished ones."""
+
+    def __init__(self, runs: list[Run], todo: list[Run], jobs: int, extra_args, out):
+        self.total, self.jobs, self.extra, self.out = len(runs), jobs, list(extra_args), out
+        self.todo, self.running, self.failed = deque(todo), [], []
+        self.failed_dirs: set[Path] = set()
+        self.done = len(runs) - len(todo)
+
+    def launch(self) -> None:
+        while self.todo and len(self.running) < self.jobs:
+            state, run = _next_launchable(self.todo, self.failed_dirs)
+            if state is None:
+                return  # every queued run waits for a running one
+            self.todo.remove(run)
+            if state == "blocked":
+                self._failed(run, -1, f"not started: {run.after.name} failed")
+                continue
+            _launch(run, self.extra)
+            self.running.append(run)
+            self.out(f"[{self.done}/{self.total}] start {run.name}")
+
+    def reap(self) -> None:
+        for run in list(self.running):
+            code = run.process.poll()
+            if code is None:
+                continue
+            self.running.remove(run)
+            run.log_file.close()
+            took = time.time() - run.started
+            if code == 0 and run.finished:
+                self.done += 1
+                self.out(f"[{self.done}/{self.total}] done  {run.name} ({took:.0f} s)")
+            else:
+                self._failed(run, code, f"exit {code}, {took:.0f} s")
+
+    def _failed(self, run: Run, code: int, why: str) -> None:
+        self.done += 1
+        run.returncode = code
+        self.failed.append(run)
+        self.failed_dirs.add(run.workdir.absolute())
+        self.out(f"[{self.done}/{self.total}] FAIL  {run.name} ({why})")
+
+    def status(self) -> str:
+        return f"[{self.done}/{self.total}] running: " + "; ".join(
+            f"{r.name}: {r.status()}" for r in self.running
+        )
 
 
 def run_sweep(
     target: str, *, jobs: int = 1, root: str | Path = "runs", extra_args=(), out=print, reuse=()
 ) -> int:
-    """Returns the number of failed runs. `reuse`: folders of saved run summaries to adopt (see `reuse_saved`)."""
-    study, runs = plan(target, root)
+    """Returns the number of failed runs. `reuse`: folders of saved run summaries to adopt (see `reuse_saved`).
+    Raises Stopped (after stopping every run it started) on SIGTERM or SIGINT."""
+    study, runs = plan(target, root, extra_args)
     for folder in reuse:
         reuse_saved(runs, folder, out)
-    todo = deque(r for r in runs if not r.finished)
-    skipped = len(runs) - len(todo)
-    out(f"{study}: {len(runs)} runs, {skipped} already finished, {len(todo)} to run, {jobs} at a time")
-    running: list[Run] = []
-    failed: list[Run] = []
-    done = skipped
-    last_status = 0.0
-    start = time.time()
-    failed_dirs: set[Path] = set()
-    while todo or running:
-        while todo and len(running) < jobs:
-            state, run = _next_launchable(todo, failed_dirs)
-            if state is None:
-                break  # every queued run waits for a running one
-            todo.remove(run)
-            if state == "blocked":
-                done += 1
-                run.returncode = -1
-                failed.append(run)
-                failed_dirs.add(run.workdir.absolute())
-                out(f"[{done}/{len(runs)}] FAIL  {run.name} (not started: {run.after.name} failed)")
-                continue
-            _launch(run, list(extra_args))
-            running.append(run)
-            out(f"[{done}/{len(runs)}] start {run.name}")
-        if not todo and not running:
-            break
-        time.sleep(0.5)
-        for run in list(running):
-            code = run.process.poll()
-            if code is None:
-                continue
-            running.remove(run)
-            run.log_file.close()
-            run.returncode = code
-            done += 1
-            took = time.time() - run.started
-            if code == 0 and run.finished:
-                out(f"[{done}/{len(runs)}] done  {run.name} ({took:.0f} s)")
-            else:
-                failed.append(run)
-                failed_dirs.add(run.workdir.absolute())
-                out(f"[{done}/{len(runs)}] FAIL  {run.name} (exit {code}, {took:.0f} s)")
-        if running and time.time() - last_status > 15:
-            last_status = time.time()
-            out(f"[{done}/{len(runs)}] running: " + "; ".join(f"{r.name}: {r.status()}" for r in running))
-    out(f"{study}: {len(runs) - len(failed)}/{len(runs)} runs finished in {time.time() - start:.0f} s")
-    for run in failed:
+    elsewhere = [r for r in runs if not r.finished and r.elsewhere]
+    todo = [r for r in runs if not r.finished and r not in elsewhere]
+    for r in elsewhere:
+        out(f"skip  {r.name}: running elsewhere (pid {r.elsewhere})")
+    out(f"{study}: {len(runs)} runs, {len(runs) - len(todo) - len(elsewhere)} already finished, "
+        f"{len(elsewhere)} running elsewhere, {len(todo)} to run, {jobs} at a time")  # fmt: skip
+    scheduler, start = Scheduler(runs, todo, jobs, extra_args, out), time.time()
+    previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        last_status = 0.0
+        while scheduler.todo or scheduler.running:
+            scheduler.launch()
+            if not scheduler.running:
+                break
+            time.sleep(0.5)
+            scheduler.reap()
+            if scheduler.running and time.time() - last_status > 15:
+                last_status = time.time()
+                out(scheduler.status())
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        stop(scheduler.running)
+    out(f"{study}: {len(runs) - len(scheduler.failed) - len(elsewhere)}/{len(runs)} runs finished in "
+        f"{time.time() - start:.0f} s")  # fmt: skip
+    for run in scheduler.failed:
         out(f"\nFAILED {run.name} (exit {run.returncode}); last lines of {run.workdir / 'log.txt'}:")
         out(run.log_tail())
-    return len(failed)
+    return len(scheduler.failed)

@@ -14,6 +14,7 @@ ends with the same metrics as an uninterrupted run. Only the primary process wri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -33,7 +34,7 @@ from research.training.checkpoint import Checkpointer
 from research.training.lm import LanguageModel
 from research.training.metrics import MetricsWriter, NullWriter, steady_throughput
 from research.training.objective import ModelView, Objective
-from research.training.rundir import prepare_workdir, write_summary
+from research.training.rundir import RunLock, check_config, load_summary, prepare_workdir, write_summary
 from research.training.step import all_finite, config_train_step, make_optimizer
 from research.training.task import TaskObjective
 
@@ -80,19 +81,31 @@ class Run:
     started: float
 
 
-def train_and_evaluate(config: Config, workdir: str | Path, *, log=print) -> dict:
-    """Train, evaluate and write the run directory; returns the summary dict."""
-    run = setup(config, Path(workdir), log)
-    fit(run)
-    final = run.objective.evaluate(run.params, run.log)
-    return summarise(run, final)
-
-
-def setup(config: Config, workdir: Path, log) -> Run:
-    """Validate, prepare the run directory, data and model, and restore the starting state."""
-    started = time.time()
+def train_and_evaluate(config: Config, workdir: str | Path, *, log=print, reevaluate: bool = False) -> dict:
+    """Train, evaluate and write the run directory; returns the summary dict. A run directory that already holds a
+    finished run (summary.json) is left as it is and its summary returned; `reevaluate` evaluates its final
+    parameters again and rewrites the summary, keeping the training's wall time."""
+    workdir = Path(workdir)
     objective = objective_for(config)
     validate(config, objective)
+    with RunLock(workdir) if is_primary() else contextlib.nullcontext():
+        check_config(config, workdir)
+        finished = load_summary(workdir)
+        if finished is not None and not reevaluate:
+            log(
+                f"{workdir} holds a finished run (summary.json): nothing to do; --reevaluate evaluates it again"
+            )
+            return finished
+        run = setup(config, workdir, objective, log)
+        fit(run)
+        evaluated = time.time()
+        final = run.objective.evaluate(run.params, run.log)
+        return summarise(run, final, previous=finished, evaluation_s=time.time() - evaluated)
+
+
+def setup(config: Config, workdir: Path, objective: Objective, log) -> Run:
+    """Prepare the run directory, the data and the model of a validated config, and restore the starting state."""
+    started = time.time()
     prepare_workdir(config, workdir)
     if not is_primary():
         log = lambda message: None  # noqa: E731  (one log per run: the primary process's)
@@ -137,11 +150,12 @@ def setup(config: Config, workdir: Path, log) -> Run:
 
 
 def restore(config: Config, workdir: Path, ckpt: Checkpointer, params, opt_state, log):
-    """(params, opt_state, step) to start from: the latest checkpoint of this run, else train.init_from's final
-    parameters (optimizer state fresh), else the initial ones at step 0."""
-    start_step = ckpt.latest_step() or 0
+    """(params, opt_state, step) to start from: the newest checkpoint of this run that restores (an unreadable
+    one is moved aside, research/training/checkpoint.py), else train.init_from's final parameters (optimizer state
+    fresh), else the initial ones at step 0."""
+    state, start_step = ckpt.restore_latest((params, opt_state), log=log, fallback=jax.process_count() == 1)
     if start_step:
-        params, opt_state = ckpt.restore(start_step, (params, opt_state))
+        params, opt_state = state
         log(f"resumed from checkpoint at step {start_step}")
     elif config.train.init_from is not None:
         params, source = load_initial_params(config.train.init_from, workdir, params, opt_state)
@@ -191,18 +205,21 @@ def fit(run: Run) -> None:
             )
             window.add(loss)
             last = step == t.steps
-            if step % t.log_every == 0 or last:
+            logs, saves = step % t.log_every == 0 or last, step % t.checkpoint_every == 0 or last
+            if (logs or saves) and not bool(
+                to_host(all_finite(run.params))
+            ):  # before anything of this step is
+                raise TrainingDiverged(  # written: no metrics of poisoned parameters, never saved over good ones
+                    f"non-finite parameters after step {step}; the last good checkpoint (step "
+                    f"{run.ckpt.latest_step()}) is kept in {run.workdir}"
+                )
+            if logs:
                 record = window.close(run, step)
                 if t.eval_every and (step % t.eval_every == 0 or last):
                     record.update(objective.validation(run.params))
                 metrics.write(step, record)
                 run.log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
-            if step % t.checkpoint_every == 0 or last:
-                if not bool(to_host(all_finite(run.params))):  # never save poisoned parameters over good ones
-                    raise TrainingDiverged(
-                        f"non-finite parameters after step {step}; the last good checkpoint (step "
-                        f"{run.ckpt.latest_step()}) is kept in {run.workdir}"
-                    )
+            if saves:
                 run.ckpt.save(step, (run.params, run.opt_state))
         run.ckpt.wait()
     finally:
@@ -235,8 +252,11 @@ class Window:
         return record
 
 
-def summarise(run: Run, final: dict) -> dict:
-    """summary.json: final metrics, parameter counts, the objective's entries, provenance; returns it."""
+def summarise(
+    run: Run, final: dict, *, previous: dict | None = None, evaluation_s: float | None = None
+) -> dict:
+    """summary.json: final metrics, parameter counts, the objective's entries, provenance; returns it. Re-evaluating
+    a finished run (`previous`) keeps its training wall time and records the evaluation's apart."""
     config, key = run.config, run.objective.throughput_key
     summary = {
         "metrics": final,
@@ -244,6 +264,7 @@ def summarise(run: Run, final: dict) -> dict:
         "steps": config.train.steps,
         **run.objective.summary(),
         "wall_time_s": time.time() - run.started,
+        "evaluation_wall_time_s": evaluation_s,
         key.replace("/", "_"): steady_throughput(run.workdir / "metrics.jsonl", key),
         "resumed_from_step": run.start_step,
         "pretrained": run.pretrained,
@@ -253,5 +274,11 @@ def summarise(run: Run, final: dict) -> dict:
         "config": to_dict(config),
         **run_info(),
     }
+    if previous is not None:
+        summary.update(
+            wall_time_s=previous["wall_time_s"],
+            resumed_from_step=previous.get("resumed_from_step", 0),
+            reevaluated=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
     write_summary(run.workdir, summary)
     return summary

@@ -51,15 +51,31 @@ class Vectors:
 
 
 def parse_header(data) -> tuple[int, int, int] | None:
-    """(count, dim, offset after the header line) if the file starts with `count dim`, else None."""
+    """(count, dim, offset after the header line) if the file starts with `count dim` (integers, either sign:
+    `check_header` judges them), else None."""
     end = data.find(b"\n", 0, 256)
     line = bytes(data[: end if end >= 0 else min(len(data), 256)])
     if line.startswith(b"\xef\xbb\xbf"):
         line = line[3:]
     fields = line.split()
-    if len(fields) == 2 and all(f.isdigit() for f in fields):
+    if len(fields) == 2 and all(f.lstrip(b"-").isdigit() for f in fields):
         return int(fields[0]), int(fields[1]), (end + 1 if end >= 0 else len(data))
     return None
+
+
+def check_header(path: Path, count: int, dim: int) -> None:
+    """A `count dim` header's numbers must be positive (a reader allocates no more rows than the file's size can
+    hold: `rows_that_fit`, so a header that declares more is reported as the file ending early, never allocated)."""
+    if count < 1 or dim < 1:
+        raise VectorFileError(
+            f"{path}:1: the header declares {count} vectors of dimension {dim}; both must be > 0"
+        )
+
+
+def rows_that_fit(size: int, dim: int, *, binary: bool) -> int:
+    """The most rows `size` bytes can hold: a word, a space and dim float32 (binary), or a word and dim numbers,
+    each at least one character and a separator (text)."""
+    return size // (2 + 4 * dim) if binary else size // (2 * dim + 1)
 
 
 def is_float(token: bytes) -> bool:

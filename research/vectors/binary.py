@@ -9,7 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from research.vectors.base import Rows, VectorFileError, Vectors, decode_word, parse_header
+from research.vectors.base import (
+    Rows,
+    VectorFileError,
+    Vectors,
+    check_header,
+    decode_word,
+    parse_header,
+    rows_that_fit,
+)
 
 _CONTROL = re.compile(rb"[\x00-\x1f]")  # a control byte: no word has one
 
@@ -19,8 +27,9 @@ def read_word2vec_binary(path: Path, data, limit, encoding: str, errors: str) ->
     if parsed is None:
         raise VectorFileError(f"{path}: byte 0: expected a `count dim` header line")
     count, dim, pos = parsed
+    check_header(path, count, dim)
     capacity = min(count, limit) if limit else count
-    rows = Rows(path, capacity, dim)
+    rows = Rows(path, min(capacity, rows_that_fit(len(data) - pos, dim, binary=True)), dim)
     record = 4 * dim
     size = len(data)
     chunk = max(16, min(8192, capacity // 64, (1 << 22) // record))

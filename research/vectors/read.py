@@ -20,7 +20,7 @@ import mmap
 import struct
 from pathlib import Path
 
-from research.vectors.base import VectorFileError, Vectors, is_float, parse_header
+from research.vectors.base import VectorFileError, Vectors, check_header, is_float, parse_header
 from research.vectors.binary import read_word2vec_binary
 from research.vectors.fasttext import FASTTEXT_MAGIC, old_fasttext_header, read_fasttext_bin
 from research.vectors.text import read_text
@@ -69,8 +69,18 @@ def open_bytes(path: Path):
     """The file's bytes: memory-mapped, or decompressed in memory for .gz / .bz2."""
     if path.suffix in (".gz", ".bz2"):
         opener = gzip.open if path.suffix == ".gz" else bz2.open
-        with opener(path, "rb") as f:
-            return f.read()
+        try:
+            with opener(path, "rb") as f:
+                data = f.read()
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+        ) as e:  # BadGzipFile is an OSError; a bad bz2 stream, OSError too
+            raise VectorFileError(f"{path}: not a readable {path.suffix[1:]} file ({e})") from None
+        if not data:
+            raise VectorFileError(f"{path}: empty file")
+        return data
     with open(path, "rb") as f:
         if path.stat().st_size == 0:
             raise VectorFileError(f"{path}: empty file")
@@ -128,7 +138,9 @@ def vector_dim(path: str | Path, format: str | None = None) -> int:
         header = parse_header(data)
         if header is None:
             raise VectorFileError(f"{path}:1: expected a `count dim` header")
-        return header[1]
+        count, dim, start = header
+        check_header(path, count, dim)
+        return dim
     finally:
         if isinstance(data, mmap.mmap):
             data.close()

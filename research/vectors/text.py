@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from research.vectors.base import Rows, VectorFileError, Vectors, decode_word, is_float, parse_header
+from research.vectors.base import (
+    Rows,
+    VectorFileError,
+    Vectors,
+    check_header,
+    decode_word,
+    is_float,
+    parse_header,
+    rows_that_fit,
+)
 
 
 def text_lines(data, start: int) -> Iterator[tuple[int, int, bytes]]:
@@ -45,7 +54,8 @@ def read_text(path: Path, data, *, header: bool, limit, encoding: str, errors: s
     """Rows of a word2vec text (`header`) or GloVe file, at most `limit`."""
     count, dim, start = text_layout(path, data, header)
     capacity = min(count, limit) if limit else count
-    chunk = Chunk(path, Rows(path, capacity, dim), dim)
+    allocated = min(capacity, rows_that_fit(len(data) - start, dim, binary=False))
+    chunk = Chunk(path, Rows(path, allocated, dim), dim)
     read = last_line = 0
     for number, _, line in text_lines(data, start):
         if read == capacity:
@@ -77,8 +87,7 @@ def text_layout(path: Path, data, header: bool) -> tuple[int, int, int]:
                 f"{path}:1: expected a `count dim` header (GloVe files have none: format='glove')"
             )
         count, dim, start = parsed
-        if dim < 1:
-            raise VectorFileError(f"{path}:1: header declares dimension {dim}")
+        check_header(path, count, dim)
         return count, dim, start
     start = 3 if bytes(data[:3]) == b"\xef\xbb\xbf" else 0
     end = data.find(b"\n", start)
