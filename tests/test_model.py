@@ -1,4 +1,6 @@
-"""Model-level contracts over the positional registry: causality, shapes, parameter bookkeeping."""
+"""The model's own pieces: parameter bookkeeping, the tied readout, jit, attention's bias and query blocks, dense
+layers. Causality, 4x the training length and query blocks against one block, for every scheme, are contracts of
+the public checker (research/analysis/contract.py, run by tests/test_positional_contract.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ from research.config import ModelConfig
 from research.embedding import EMBEDDINGS
 from research.model.build import resolve_model
 from research.model.transformer import Transformer, parameter_counts
-from research.positional import POSITIONAL
-from research.positional.positions import random_sorted_subset
 
 VOCAB, T = 50, 12
 
@@ -25,28 +25,6 @@ def build(positional: str, **kw) -> Transformer:
 
 def positions(b: int, t: int):
     return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-
-
-@pytest.mark.parametrize("name", POSITIONAL.names())
-def test_causal_and_shapes(name):
-    model = build(name)
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, T)), jnp.int32)
-    logits = model(tokens, positions(2, T))
-    assert logits.shape == (2, T, VOCAB) and logits.dtype == jnp.float32
-    assert bool(jnp.all(jnp.isfinite(logits)))
-    t = 5  # changing token t+1 must leave every output at positions <= t unchanged
-    changed = tokens.at[:, t + 1].set((tokens[:, t + 1] + 1) % VOCAB)
-    other = model(changed, positions(2, T))
-    np.testing.assert_array_equal(np.asarray(logits[:, : t + 1]), np.asarray(other[:, : t + 1]))
-    assert not np.allclose(np.asarray(logits[:, t + 1 :]), np.asarray(other[:, t + 1 :]))
-
-
-@pytest.mark.parametrize("name", POSITIONAL.names())
-def test_longer_than_training_length(name):
-    """Every scheme evaluates at 4x the training length without error (learned clamps; see its docstring)."""
-    model = build(name)
-    tokens = jnp.zeros((1, 4 * T), jnp.int32)
-    assert bool(jnp.all(jnp.isfinite(model(tokens, positions(1, 4 * T)))))
 
 
 def test_parameter_counts_split():
@@ -133,43 +111,3 @@ def test_query_blocks_divide_evenly_into_long_enough_blocks():
 
     got = {t: query_blocks(t) for t in (1, 8, 63, 64, 65, 66, 96, 128, 256, 2048)}
     assert got == {1: 1, 8: 1, 63: 1, 64: 2, 65: 1, 66: 2, 96: 2, 128: 4, 256: 4, 2048: 4}
-
-
-@pytest.mark.parametrize("name", POSITIONAL.names())
-def test_query_blocks_equal_one_block(name, monkeypatch):
-    """Attention runs as query blocks (the causally masked blocks skipped, each bias hook called per block):
-    logits and gradients equal the one-block form for every scheme, with positions per row (sorted, with gaps and
-    a different offset per row) and shared (contiguous)."""
-    from research.model import attention
-
-    t = attention.MIN_QUERY_BLOCK * attention.MAX_QUERY_BLOCKS
-    assert attention.query_blocks(t) == attention.MAX_QUERY_BLOCKS > 2  # several key ranges, not just halves
-    # One layer holds the property (blocks are per layer); per_layer needs two to route layers to its members.
-    layers = 2 if name == "per_layer" else 1
-    cfg = ModelConfig(d_model=32, num_layers=layers, num_heads=4, positional={"name": name})
-    model = Transformer(
-        resolve_model(cfg, max_len=2 * t, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0)
-    )
-    graphdef, params = nnx.split(model)
-    # Sharpened attention, so that a wrong key range shows: with x4, a block that sees one key past its end moves the
-    # gradients by 0.3-0.4 of their scale (alibi, nope, rope), while float32 stays ~1e-6 from a float64 run. With x8
-    # the problem is ill-conditioned: either form (blocks or one block) was ~2e-4 from float64, over the tolerance.
-    params = jax.tree.map(lambda x: x * 4.0, params)
-    gaps = random_sorted_subset(jax.random.key(1), 2, t, 2 * t)  # [2,T], sorted positions in [0, 2T)
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, t)), jnp.int32)
-
-    def loss(p, pos):
-        return jnp.mean(nnx.merge(graphdef, p)(tokens, pos) ** 2)
-
-    for pos in (gaps, positions(1, t)):
-        split = jax.jit(jax.value_and_grad(loss))(params, pos)
-        with monkeypatch.context() as patch:
-            patch.setattr(attention, "MAX_QUERY_BLOCKS", 1)
-            whole = jax.jit(jax.value_and_grad(loss))(params, pos)
-        np.testing.assert_allclose(split[0], whole[0], rtol=1e-5)
-        # float32 summation order differs: tolerance relative to each leaf, with a floor at float32 rounding of the
-        # model's gradient scale for leaves whose exact gradient is 0 (FIRE's per-head output bias shifts whole
-        # softmax rows: both forms give rounding noise there, ~1e-7 against a largest gradient of ~25).
-        floor = 1e-7 * max(float(np.abs(b).max()) for b in jax.tree.leaves(whole[1]))
-        for a, b in zip(jax.tree.leaves(split[1]), jax.tree.leaves(whole[1]), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()) + floor)

@@ -1,19 +1,14 @@
-"""Position samplers (research/positional/positions.py): values, keys, evaluation behaviour, and every sampler
-composed with every registered scheme in a tiny model."""
+"""Position samplers (research/positional/positions.py): values, keys, evaluation behaviour. Every sampler composed
+with every scheme is a contract of the public checker (research/analysis/contract.py)."""
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from research.config import ConfigError, ModelConfig, resolve_spec
-from research.model.build import resolve_model
-from research.model.transformer import Transformer
+from research.config import ConfigError, resolve_spec
 from research.positional import POSITIONAL, POSITIONS, Dims
 from research.positional.positions import check_compatible
 
@@ -172,42 +167,6 @@ def test_fractional_positions_and_integer_only_schemes():
     for name in POSITIONS.names():  # integer samplers go with every scheme
         if not POSITIONS.get(name).fractional:
             check_compatible(POSITIONAL.get("learned")(), sampler(name), DIMS)
-
-
-# ------------------------------------------------------------------------- every sampler x every scheme
-VOCAB = 32
-
-
-@functools.cache
-def _model(name: str):
-    cfg = ModelConfig(d_model=16, num_layers=2, num_heads=2, positional={"name": name})
-    return Transformer(
-        resolve_model(cfg, max_len=TRAIN_LEN, vocab_size=VOCAB), vocab_size=VOCAB, rngs=nnx.Rngs(0)
-    )
-
-
-@pytest.mark.parametrize("scheme", POSITIONAL.names())
-@pytest.mark.parametrize("positions", POSITIONS.names())
-def test_every_sampler_with_every_scheme(positions, scheme):
-    """Training and evaluation positions give finite logits; a pair that `check_compatible` rejects really fails
-    on fractional positions. One length T keeps compiles few; interpolated is told a training length of T/2 so
-    that its evaluation positions are scaled (fractional)."""
-    model = _model(scheme)
-    s = sampler(positions, **({"train_len": TRAIN_LEN // 2} if positions == "interpolated" else {}))
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, TRAIN_LEN)), jnp.int32)
-    try:
-        check_compatible(POSITIONAL.get(scheme)(), s, DIMS)
-    except ValueError:
-        pos = s.sample(2, TRAIN_LEN, key=jax.random.key(0), train=False)
-        assert pos.dtype == jnp.float32
-        with pytest.raises(Exception):  # noqa: B017  (whatever the scheme raises on fractional positions)
-            model(tokens, pos)
-        return
-    for train in (True, False):
-        pos = s.sample(2, TRAIN_LEN, key=jax.random.key(1), train=train)
-        logits = model(tokens, pos)
-        assert logits.shape == (2, TRAIN_LEN, VOCAB)
-        assert bool(jnp.isfinite(logits).all()), (positions, scheme, train)
 
 
 # ------------------------------------------------------------------------------- right-padded rows (lengths)
