@@ -18,8 +18,9 @@ Commands:
 """
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
+from research.studies import plotting
 from research.studies.experiment import parse_knobs, schedule
-from research.studies.plotting import save_figure
+from research.studies.figures import evaluation_note
 
 DESIGNS = {
     "word": {"name": "table"},
@@ -77,33 +78,33 @@ def metrics() -> list[str]:
 
 
 def figures(groups: dict, folder):
-    """Test loss by train-frequency bucket of the target word, one group of bars per design."""
+    """Test loss by train-frequency bucket of the target word, and of the input word before it (runs that record
+    it), one bar per design (mean over seeds)."""
+    import math
     import statistics
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+    ordered = sorted(groups.values(), key=lambda g: list(DESIGNS).index(g[0]["knobs"]["embedding"]))
     buckets = [m.split("/")[-1] for m in metrics()[1:]]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / max(1, len(groups))
-    for i, members in enumerate(
-        sorted(groups.values(), key=lambda g: list(DESIGNS).index(g[0]["knobs"]["embedding"]))
-    ):
-        name = members[0]["knobs"]["embedding"]
-        values = [
-            statistics.fmean(
-                m["summary"]["metrics"].get(f"test/len_{SEQ_LEN}/loss_bucket/{b}", float("nan"))
-                for m in members
-            )
-            for b in buckets
-        ]
-        ax.bar(np.arange(len(buckets)) + i * width, values, width, label=name)
-    ax.set_xticks(np.arange(len(buckets)) + 0.4 - width / 2, buckets)
-    ax.set_xlabel("train-split count of the target word")
-    ax.set_ylabel("test loss (nats per word)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    return [save_figure(fig, folder / "loss_by_frequency.png")]
+    panels = {}
+    for kind, title in (("bucket", "the target word"), ("after", "the input word before it")):
+        series = {
+            members[0]["knobs"]["embedding"]: [
+                statistics.fmean(
+                    m["summary"]["metrics"].get(f"test/len_{SEQ_LEN}/loss_{kind}/{b}", math.nan)
+                    for m in members
+                )  # fmt: skip
+                for b in buckets
+            ]
+            for members in ordered
+        }
+        if any(not math.isnan(v) for values in series.values() for v in values):
+            panels[title] = series
+    fig, axes = plotting.figure(1, len(panels), width=5.6, height=3.8, sharey=True)
+    for ax, (title, series) in zip(axes[0], panels.items(), strict=True):
+        plotting.bars(ax, buckets, series, order=list(DESIGNS))
+        ax.set_title(f"by train-split count of {title}")
+        ax.set_xlabel("train-split count")
+    axes[0][0].set_ylabel("test loss (nats per word)")
+    plotting.legend(fig)
+    plotting.subtitle(fig, "Word-level test loss by word frequency", evaluation_note(groups))
+    return [plotting.save_figure(fig, folder / "loss_by_frequency.png")]

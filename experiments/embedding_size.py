@@ -18,8 +18,9 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
+from research.studies import plotting
 from research.studies.experiment import parse_knobs, schedule
-from research.studies.plotting import save_figure
+from research.studies.figures import evaluation_note
 
 WIDTHS = (16, 32, 64, 128, 256, 512)
 D_MODELS = (64, 128, 256)
@@ -65,13 +66,9 @@ def metrics() -> list[str]:
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
-    """bpb vs embedding width (factorized) and bpb vs total parameters (both sweeps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    """bpb vs embedding width (factorized) and bpb vs total parameters (both sweeps); band: min-max over seeds."""
+    fig, axes = plotting.figure(1, 2, width=5.4, height=3.9)
+    left, right = axes[0]
     series = {"factorized, d_model 128": [], "table, E = d_model": []}
     for members in groups.values():
         knob = members[0]["knobs"]
@@ -81,19 +78,17 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         width = int(knob["embed_dim"]) or int(knob["d_model"])
         series[label].append((width, params["total"], statistics.fmean(bpb), min(bpb), max(bpb)))
     for label, points in series.items():
-        points.sort()
-        if not points:
-            continue
-        w, p, mean, lo, hi = zip(*points)
-        left.errorbar(w, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
-                      marker="o", capsize=3, label=label)  # fmt: skip
-        right.plot(p, mean, marker="o", label=label)
+        if points:
+            w, p, mean, lo, hi = zip(*sorted(points))
+            plotting.line(left, w, mean, label, band=(lo, hi), order=list(series))
+            plotting.line(right, p, mean, label, band=(lo, hi), order=list(series))
     left.set_xscale("log", base=2)
     left.set_xlabel("embedding width E")
     right.set_xscale("log")
     right.set_xlabel("total parameters")
-    for ax in (left, right):
-        ax.set_ylabel("test bits per byte")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return [save_figure(fig, folder / "bpb_vs_embedding.png")]
+    left.set_ylabel("test bits per byte")
+    plotting.legend(fig)
+    plotting.subtitle(
+        fig, "Test bits per byte against embedding width and model size", evaluation_note(groups)
+    )
+    return [plotting.save_figure(fig, folder / "bpb_vs_embedding.png")]

@@ -24,8 +24,9 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TaskConfig, TrainConfig
+from research.studies import plotting
 from research.studies.experiment import parse_knobs
-from research.studies.plotting import save_figure
+from research.studies.figures import evaluation_note
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 SAMPLERS = ("contiguous", "randomized")
@@ -101,21 +102,14 @@ def metrics() -> list[str]:
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
-    """Accuracy vs input length: one panel per (task, sampler), one line per scheme (mean over seeds, band = min..max)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Accuracy vs input length: one panel per (task, sampler), one line per scheme (mean over seeds, band = min..max);
+    the copy-previous-token baseline dashed."""
     tasks = sorted({m["knobs"]["task"] for members in groups.values() for m in members})
-    fig, axes = plt.subplots(
-        len(tasks), len(SAMPLERS), figsize=(11, 3.8 * len(tasks)), squeeze=False, sharey=True
-    )
-    colors = dict(zip(SCHEMES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = plotting.figure(len(tasks), len(SAMPLERS), width=5.0, height=3.5, sharey=True)
     for row, task in enumerate(tasks):
         for col, sampler in enumerate(SAMPLERS):
             ax = axes[row][col]
-            for members in groups.values():
+            for members in sorted(groups.values(), key=lambda g: g[0]["knobs"]["positional"]):
                 knob = members[0]["knobs"]
                 if knob["task"] != task or knob["positions"] != sampler:
                     continue
@@ -126,22 +120,13 @@ def figures(groups: dict, folder: Path) -> list[Path]:
                     if key.endswith("/token_accuracy") and "len_" in key
                 )
                 values = [[r[f"test/len_{n}/token_accuracy"] for r in per_run] for n in lengths]
-                scheme = knob["positional"]
-                ax.plot(
-                    lengths, [statistics.fmean(v) for v in values], label=scheme, color=colors.get(scheme)
-                )
-                if len(per_run) > 1:
-                    ax.fill_between(
-                        lengths,
-                        [min(v) for v in values],
-                        [max(v) for v in values],
-                        alpha=0.15,
-                        color=colors.get(scheme),
-                    )
+                band = ([min(v) for v in values], [max(v) for v in values]) if len(per_run) > 1 else None
+                plotting.line(ax, lengths, [statistics.fmean(v) for v in values], knob["positional"], band=band,
+                              marker="")  # fmt: skip
             ax.axvline(TRAIN_MAX, color="grey", linestyle=":", linewidth=1)
             ax.set_title(f"{task}, {sampler} positions")
             ax.set_xlabel("input length n (dotted: longest training length)")
-            ax.set_ylabel("per-token accuracy")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    return [save_figure(fig, folder / "accuracy_vs_length.png")]
+            ax.set_ylabel("per-token accuracy (teacher-forced)")
+    plotting.legend(fig)
+    plotting.subtitle(fig, "Accuracy against input length", evaluation_note(groups))
+    return [plotting.save_figure(fig, folder / "accuracy_vs_length.png")]

@@ -29,8 +29,9 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, PretrainedConfig
+from research.studies import plotting
 from research.studies.experiment import parse_knobs, schedule
-from research.studies.plotting import save_figure
+from research.studies.figures import evaluation_note
 
 DIM = 128
 VECTORS = {
@@ -115,12 +116,8 @@ def derived(summary: dict) -> dict:
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
-    """Test bpb against the training-data fraction, one line per initialisation (mean, min-max over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Test bpb against the training-data fraction, one line per initialisation (mean, band: min-max over seeds;
+    frozen tables dashed)."""
     lines: dict[str, list] = {}
     for members in groups.values():
         knob = members[0]["knobs"]
@@ -128,16 +125,18 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         lines.setdefault(knob["init"], []).append(
             (float(knob["fraction"]), statistics.fmean(bpb), min(bpb), max(bpb))
         )
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, axes = plotting.figure(width=6.6, height=4.0)
+    ax = axes[0][0]
     for init in sorted(lines, key=lambda name: INITS.index(name) if name in INITS else 99):
-        points = sorted(lines[init])
-        x, mean, lo, hi = zip(*points)
-        style = "--" if init.endswith("frozen") else "-"
-        ax.errorbar(x, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
-                    marker="o", capsize=3, linestyle=style, label=init)  # fmt: skip
+        x, mean, lo, hi = zip(*sorted(lines[init]))
+        plotting.line(
+            ax, x, mean, init, band=(lo, hi), order=INITS, linestyle="--" if init.endswith("frozen") else "-"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("fraction of the LM's training tokens")
     ax.set_ylabel("test bits per byte")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return [save_figure(fig, folder / "bpb_vs_data.png")]
+    plotting.legend(fig)
+    plotting.subtitle(
+        fig, "Test bits per byte against training data, by initialisation", evaluation_note(groups)
+    )
+    return [plotting.save_figure(fig, folder / "bpb_vs_data.png")]

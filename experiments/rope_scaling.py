@@ -26,8 +26,9 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from research.studies import plotting
 from research.studies.experiment import parse_knobs
-from research.studies.plotting import save_figure
+from research.studies.figures import evaluation_note
 
 METHODS = ("none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3")
 SEQ_LEN = 64  # L, the pre-training length
@@ -111,30 +112,23 @@ def metrics() -> list[str]:
 
 def figures(groups: dict, folder: Path) -> list[Path]:
     """Bits-per-byte vs evaluation length: evaluation-only scaling and after the fine-tune, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = plotting.figure(1, 2, width=5.4, height=3.9, sharey=True)
     titles = {"eval": "scaling at evaluation only", "finetune": f"after a 100-step fine-tune at {FACTOR}L"}
-    for ax, stage in zip(axes, ("eval", "finetune")):
-        for members in groups.values():
+    for ax, stage in zip(axes[0], ("eval", "finetune")):
+        for members in sorted(groups.values(), key=lambda g: g[0]["knobs"].get("method", "none")):
             knob = members[0]["knobs"]
             if knob.get("stage") != stage:
                 continue
             per_run = [m["summary"]["metrics"] for m in members]
             lengths = sorted(int(key.split("/")[1][4:]) for key in per_run[0] if key.endswith("/bpb"))
             values = [statistics.fmean(r[f"test/len_{n}/bpb"] for r in per_run) for n in lengths]
-            method = knob.get("method", "none")
-            ax.plot(lengths, values, marker="o", label=method, color=colors.get(method))
+            plotting.line(ax, lengths, values, knob.get("method", "none"), order=METHODS)
         ax.axvline(SEQ_LEN, color="grey", linestyle=":", linewidth=1)
         ax.axvline(FACTOR * SEQ_LEN, color="grey", linestyle="--", linewidth=1)
-        ax.set_xscale("log", base=2)
+        plotting.length_axis(ax, lengths)
         ax.set_title(titles[stage])
-        ax.set_xlabel("evaluation length (dotted: L; dashed: the length the methods are set for)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("test bits per byte")
-    return [save_figure(fig, folder / "bpb_vs_length.png")]
+        ax.set_xlabel("evaluation length (dotted: L; dashed: the methods' target)")
+    axes[0][0].set_ylabel("test bits per byte")
+    plotting.legend(fig)
+    plotting.subtitle(fig, "RoPE context scaling: test bits per byte against length", evaluation_note(groups))
+    return [plotting.save_figure(fig, folder / "bpb_vs_length.png")]

@@ -26,8 +26,9 @@ import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
+from research.studies import plotting
 from research.studies.experiment import parse_knobs, schedule
-from research.studies.plotting import save_figure
+from research.studies.figures import evaluation_note
 
 TOKENIZERS = {
     "byte": {"name": "byte"},
@@ -100,12 +101,7 @@ def derived(summary: dict) -> dict:
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
-    """Test bpb and tokens per byte by tokenizer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Test bpb and tokens per byte by tokenizer (mean over seeds)."""
     rows = []
     for members in groups.values():
         name = members[0]["knobs"]["tokenizer"]
@@ -114,12 +110,16 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         rows.append((list(TOKENIZERS).index(name) if name in TOKENIZERS else 99, name, bpb, tpb))
     rows.sort()
     names = [r[1] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    left.bar(names, [r[2] for r in rows], color="tab:blue")
+    fig, axes = plotting.figure(1, 2, width=5.4, height=3.6)
+    left, right = axes[0]
+    left.bar(names, [r[2] for r in rows], color=[plotting.colour(n, list(TOKENIZERS)) for n in names])
     left.set_ylabel("test bits per byte")
-    right.bar(names, [r[3] for r in rows], color="tab:orange")
+    right.bar(names, [r[3] for r in rows], color=[plotting.colour(n, list(TOKENIZERS)) for n in names])
     right.set_ylabel("tokens per byte (test split)")
     for ax in (left, right):
         ax.tick_params(axis="x", rotation=45)
-        ax.grid(alpha=0.3, axis="y")
-    return [save_figure(fig, folder / "by_tokenizer.png")]
+        ax.grid(False, axis="x")
+    plotting.subtitle(
+        fig, "Tokenizer granularity: bits per byte and tokens per byte", evaluation_note(groups)
+    )
+    return [plotting.save_figure(fig, folder / "by_tokenizer.png")]

@@ -358,7 +358,10 @@ def every_sampler_composes(s: Subject) -> None:
         except ValueError:
             pos = sampler.sample(2, n, key=jax.random.key(0), train=False)
             expect(pos.dtype == jnp.float32, f"{name}: refused, but its positions are {pos.dtype}")
-            expect(_fails(m, tokens, pos), f"check_compatible refuses positions={name}, but the scheme takes them")
+            expect(
+                _fails(m, tokens, pos),
+                f"check_compatible refuses positions={name}, but the scheme takes them",
+            )
             continue
         for train in (True, False):
             logits = m(tokens, sampler.sample(2, n, key=jax.random.key(1), train=train))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from research.analysis.trained import load_run
-from research.studies.plotting import save_figure
+from research.studies import plotting
 
 
 def token_vectors(model, vocab: int) -> np.ndarray:
@@ -44,11 +44,6 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def inspect(
     run_dir: str | Path, *, tokens: list[str] | None = None, k: int = 8, out: Path | None = None
 ) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     run = load_run(run_dir)
     if run.config.task.task is not None:
         raise ValueError(f"{run_dir}: a synthetic-task run has no tokenizer to inspect")
@@ -65,7 +60,8 @@ def inspect(
     neighbours = {t: [(pieces[i], s) for i, s in nearest_neighbours(vectors, lookup[t], k)] for t in tokens}
 
     xy, ratio = pca_2d(vectors)
-    fig, ax = plt.subplots(figsize=(7.5, 6))
+    fig, axes = plotting.figure(width=7.5, height=6)
+    ax = axes[0][0]
     points = ax.scatter(xy[:, 0], xy[:, 1], c=np.log10(counts + 1), s=8, cmap="viridis")
     fig.colorbar(points, ax=ax, label="log10(train count + 1)")
     for i in np.argsort(-counts, kind="stable")[:40]:
@@ -73,7 +69,7 @@ def inspect(
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
     ax.set_title(f"{Path(run_dir).name}: {data.tokenizer.name} embedding table (40 most frequent labelled)")
-    path = save_figure(fig, Path(out or Path(run_dir) / "figures") / "embedding_pca.png")
+    path = plotting.save_figure(fig, Path(out or Path(run_dir) / "figures") / "embedding_pca.png")
     return {"figure": path, "neighbours": neighbours, "explained_variance": ratio.tolist()}
 
 

@@ -26,7 +26,7 @@ from flax import nnx
 from research.analysis.trained import load_run, split_windows
 from research.config import resolve_spec
 from research.positional import POSITIONAL, Dims
-from research.studies.plotting import save_figure
+from research.studies import plotting
 
 
 def probe(name_or_spec, *, dims: Dims, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -63,14 +63,9 @@ def probe(name_or_spec, *, dims: Dims, length: int, seed: int = 0) -> dict[str, 
 
 
 def plot_scheme(name: str, folder: Path, *, dims: Dims, length: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = probe(name, dims=dims, length=length)
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
+    fig, axes = plotting.figure(1, n, width=4.6, height=3.8)
     axes = axes[0]
     if not panels:
         axes[0].text(
@@ -96,12 +91,14 @@ def plot_scheme(name: str, folder: Path, *, dims: Dims, length: int) -> Path:
         i += 1
     if "bias" in panels:
         for h, row in enumerate(panels["bias"]):
-            axes[i].plot(row, label=f"head {h}")
+            axes[i].plot(row, label=f"head {h}", color=plotting._PALETTE[h % len(plotting._PALETTE)])
         axes[i].set_title("attention bias of the last query vs distance")
         axes[i].set_xlabel("distance i - j")
         axes[i].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{name}\n(at initialisation; d_model {dims.d_model}, {dims.num_heads} heads, T={length})")
-    path = save_figure(fig, Path(folder) / f"{name}.png", dpi=100)
+    plotting.subtitle(
+        fig, name, f"at initialisation; d_model {dims.d_model}, {dims.num_heads} heads, T={length}"
+    )
+    path = plotting.save_figure(fig, Path(folder) / f"{name}.png", dpi=100)
     return path
 
 
@@ -128,11 +125,6 @@ def plot_attention_distance(
     run_dir: str | Path, *, multipliers=(1, 4), windows: int = 8, out: Path | None = None
 ) -> tuple[Path, dict]:
     """Figure (and values) of the mean attention distance per head, per layer, at multiples of the training length."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     run = load_run(run_dir)
     config, train_len = run.config, run.resolved.dims.max_len
     values = {}
@@ -140,7 +132,7 @@ def plot_attention_distance(
         tokens = split_windows(run, mult * train_len, windows)
         values[tokens.shape[1]] = attention_distances(run.model, run.resolved, tokens)  # [L,H]
     layers = next(iter(values.values())).shape[0]
-    fig, axes = plt.subplots(1, layers, figsize=(3.6 * layers, 3.4), squeeze=False, sharey=True)
+    fig, axes = plotting.figure(1, layers, width=3.6, height=3.4, sharey=True)
     for layer, ax in enumerate(axes[0]):
         for length, d in values.items():
             ax.plot(np.arange(d.shape[1]), d[layer], marker="o", label=f"T={length}")
@@ -148,7 +140,11 @@ def plot_attention_distance(
         ax.set_xlabel("head")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean attention distance (tokens)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{Path(run_dir).name}: {config.model.positional.get('name')} (trained, test windows)")
-    path = save_figure(fig, Path(out or Path(run_dir) / "figures") / "attention_distance.png", dpi=100)
+    plotting.legend(fig)
+    plotting.subtitle(
+        fig, f"{Path(run_dir).name}: {config.model.positional.get('name')}", "trained, test windows"
+    )
+    path = plotting.save_figure(
+        fig, Path(out or Path(run_dir) / "figures") / "attention_distance.png", dpi=100
+    )
     return path, values

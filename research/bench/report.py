@@ -15,17 +15,12 @@ SCHEME_TARGET = 1.10
 def plot(result: dict, path: Path) -> Path:
     """steps.png: each row's step time / nope (bars, min–max whiskers, the 1.10x target dashed) and, with the peer,
     tokens/s of rope against the peer, single runs and the interleaved rounds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from research.studies.plotting import save_figure
+    from research.studies import plotting
 
     rows = [r for r in result["rows"] if r["ratio_to_nope"]]
     peer = result.get("peer")
-    fig, axes = plt.subplots(
-        1, 2 if peer else 1, figsize=(12 if peer else 7, 0.32 * len(rows) + 1.6), squeeze=False,
+    fig, axes = plotting.figure(
+        1, 2 if peer else 1, width=6 if peer else 7, height=0.32 * len(rows) + 1.6,
         gridspec_kw={"width_ratios": [3, 2]} if peer else None,
     )  # fmt: skip
     if rows:
@@ -34,8 +29,8 @@ def plot(result: dict, path: Path) -> Path:
         _peer_panel(axes[0][1], result, peer)
     m = result["machine"]
     pages = ", huge pages for host buffers" if m.get("huge_pages") else ""
-    fig.suptitle(f"training step, {m['cpu']}, {m['cores']} cores{pages}", fontsize=10)
-    return save_figure(fig, path, dpi=100)
+    plotting.subtitle(fig, f"training step, {m['cpu']}, {m['cores']} cores{pages}")
+    return plotting.save_figure(fig, path, dpi=100)
 
 
 def _ratio_panel(ax, result: dict, rows: list[dict]) -> None:

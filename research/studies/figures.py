@@ -88,9 +88,7 @@ def _length_curves(ax, groups: dict, with_length: list[tuple[int, str]]) -> None
         if all(e.lo is not None for _, e in points):
             band = ([e.lo for _, e in points], [e.hi for _, e in points])
         plotting.line(ax, [x for x, _ in points], [e.mean for _, e in points], label, band=band)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.minorticks_off()
+    plotting.length_axis(ax, xs)
     ax.axvline(xs[0], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("evaluation length (tokens); dotted: the training length")
 

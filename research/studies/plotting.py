@@ -4,8 +4,10 @@
     colour(label)                  the same colour for a label in every figure of every study (a positional
                                    scheme, a tokenizer, a design): the registered schemes first, in a fixed order
     line(ax, x, y, label, band=)   a series with an optional interval band (lo, hi)
+    bars(ax, categories, series)   grouped bars, one colour per series label
     legend(fig)                    one legend, outside the data, to the right
     subtitle(fig, text)            what was evaluated: mode, documents scored, seeds
+    length_axis(ax, lengths)       a log2 axis of evaluation lengths labelled 64, 128, ...
     save_figure(fig, path)         PNG and SVG beside it, the folder created, the figure closed
 Labels are short: the varying knob's value (`alibi`), not `positional=alibi` (`short_label`).
 """
@@ -26,12 +28,15 @@ _FIXED = (
 )  # fmt: skip
 
 
-def colour(label: str) -> str:
-    """A label's colour, the same in every figure: fixed for the registered schemes, else from a hash of the
-    label (stable across runs and machines)."""
+def colour(label: str, order=None) -> str:
+    """A label's colour, the same in every figure: fixed for the positional schemes (every study); for a study's
+    own labels, by their place in `order` (the experiment's list of them, so no two collide); else from a hash of
+    the label (stable across runs and machines)."""
     base = label.split(" ")[0].split(",")[0]
     if base in _FIXED:
         return _PALETTE[_FIXED.index(base) % len(_PALETTE)]
+    if order is not None and label in order:
+        return _PALETTE[list(order).index(label) % len(_PALETTE)]
     digest = int(hashlib.sha1(label.encode()).hexdigest(), 16)
     return _PALETTE[digest % len(_PALETTE)]
 
@@ -71,12 +76,24 @@ def figure(rows: int = 1, cols: int = 1, *, width: float = 6.5, height: float = 
     return fig, axes
 
 
-def line(ax, x, y, label: str, *, band=None, marker: str = "o", **options):
-    """One series in its label's colour; `band` = (lo, hi) drawn as a shaded interval."""
-    c = options.pop("color", colour(label))
+def line(ax, x, y, label: str, *, band=None, marker: str = "o", order=None, **options):
+    """One series in its label's colour (`order`: see `colour`); `band` = (lo, hi) drawn as a shaded interval."""
+    c = options.pop("color", colour(label, order))
     ax.plot(x, y, marker=marker, markersize=3.5, linewidth=1.5, label=label, color=c, **options)
     if band is not None:
         ax.fill_between(x, band[0], band[1], color=c, alpha=0.15, linewidth=0)
+
+
+def bars(ax, categories: list[str], series: dict[str, list[float]], *, order=None) -> None:
+    """Grouped bars: for each category, one bar per series (label -> values in category order), each series in its
+    label's colour (`order`: see `colour`)."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        x = [c + (i - (len(series) - 1) / 2) * width for c in range(len(categories))]
+        ax.bar(x, values, width, label=label, color=colour(label, order))
+    ax.set_xticks(range(len(categories)), categories)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.grid(False, axis="x")
 
 
 def legend(fig, *, title: str | None = None) -> None:
@@ -95,6 +112,13 @@ def legend(fig, *, title: str | None = None) -> None:
 def subtitle(fig, title: str, detail: str | None = None) -> None:
     """A bold title and, below it, what was evaluated (mode, documents scored, seeds)."""
     fig.suptitle(title if detail is None else f"{title}\n{detail}", fontsize=10)
+
+
+def length_axis(ax, lengths) -> None:
+    """A log2 axis of evaluation lengths, labelled with the lengths themselves (64, 128, ...)."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(lengths), [str(x) for x in lengths])
+    ax.minorticks_off()
 
 
 def save_figure(fig, path: str | Path, *, dpi: int = 130) -> Path:
