@@ -75,7 +75,7 @@ def _peer_panel(ax, result: dict, peer: dict) -> None:
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.set_ylabel("tokens/s")
     ax.set_ylim(0, max(ours + theirs) * 1.12)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
     ax.set_title("reference config, ours / peer", fontsize=9)
 
 
