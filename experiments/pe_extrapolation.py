@@ -29,6 +29,7 @@ Runtime on 2 CPU cores: see the table header of results/pe_extrapolation/table.m
 """
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from research.studies import intervals
 from research.studies.experiment import parse_knobs
 from research.studies.figures import by_position, extrapolation
 
@@ -116,6 +117,32 @@ def metrics() -> list[str]:
 
 def baseline() -> dict:
     return {"positional": "alibi"}
+
+
+def headline(groups: dict) -> list[str]:
+    """Each scheme's change in test bits per byte from the training length to 8x it, with its 95% interval (paired
+    over the same documents), per window mode: the phenomenon the study is about, measured."""
+    first, last = metrics()[0], metrics()[-1]
+    at_first, at_last = intervals.estimate(groups, first), intervals.estimate(groups, last)
+    lines = []
+    for mode in ("windows", "sliding"):
+        keys = [k for k, members in groups.items() if members[0]["knobs"].get("mode", "windows") == mode]
+        if not keys:
+            continue
+        parts = []
+        for key in sorted(keys, key=lambda k: at_last[k].mean - at_first[k].mean if k in at_last else 0):
+            if key in at_first and key in at_last:
+                change = intervals.difference(at_last[key], at_first[key])
+                ci = f" [{change.lo:+.2f}, {change.hi:+.2f}]" if change.lo is not None else ""
+                parts.append(f"{groups[key][0]['knobs']['positional']} {change.mean:+.2f}{ci}")
+        label = (
+            "non-overlapping windows" if mode == "windows" else f"sliding windows (stride {SLIDING_STRIDE})"
+        )
+        lines.append(
+            f"- **From {SEQ_LEN} to {MULTIPLIERS[-1] * SEQ_LEN} tokens** ({label}), change in test bits per byte, "
+            f"mean over seeds [95% interval over documents]: " + "; ".join(parts) + "."
+        )
+    return lines
 
 
 def figures(groups: dict, folder):

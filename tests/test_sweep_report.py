@@ -338,7 +338,7 @@ def test_bootstrap_intervals_and_paired_differences_match_a_direct_computation(t
         [sum(bits["alibi", s]) / sum(doc_bytes) for s in (0, 1)]
     )
     lo, hi = np.percentile(diff, [2.5, 97.5])
-    assert f"| positional=nope | {mean:+.4f} [{lo:.4f}, {hi:.4f}] |" in table
+    assert f"| positional=nope | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |" in table
     assert (
         "bootstrap over the 9 test documents" in table
         and "non-overlapping windows, 9 test documents" in table

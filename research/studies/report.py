@@ -11,6 +11,7 @@ per-document or per-example totals, else mean ± sample standard deviation over 
     derived(summary) -> {metric: value}   metrics computed from a run's summary
     figures(groups, folder) -> [path]     its own figures (default: metric against evaluation length, and the loss
                                           by position in the window)
+    headline(groups) -> [line]            sentences measured from the runs, under the header (what the table shows)
     ID_GATE = 0.9                         task studies: flag out-of-distribution cells of groups whose
                                           in-distribution free-running sequence accuracy is below it
 A malformed or incomplete summary is named and left out; a cell without data stays empty.
@@ -137,6 +138,8 @@ def summary_csv(rows: list[dict], names: list[str]) -> str:
 def render(target, command, study, rows, groups, names, module) -> str:
     """table.md: the header, the table of groups, the differences to the baseline, the method under them."""
     lines = header(target, command, study, rows)
+    if hasattr(module, "headline"):
+        lines += [*module.headline(groups), ""]
     estimates = {m: intervals.estimate(groups, m) for m in names}
     gate = gated_groups(groups, getattr(module, "ID_GATE", 0.9))
     lines += table(groups, names, estimates, gate) + task_baselines(groups, names)
@@ -220,8 +223,8 @@ def cell(est: intervals.Estimate | None, values: list[float], *, signed: bool = 
     if est is None:
         return "–"
     if est.lo is not None:
-        mean = f"{est.mean:+.4f}" if signed else f"{est.mean:.4f}"
-        return f"{mean} [{est.lo:.4f}, {est.hi:.4f}]"
+        fmt = "{:+.4f}" if signed else "{:.4f}"
+        return f"{fmt.format(est.mean)} [{fmt.format(est.lo)}, {fmt.format(est.hi)}]"
     return f"{est.mean:+.4f}" if signed else _fmt(values)
 
 
