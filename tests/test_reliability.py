@@ -101,7 +101,7 @@ def test_sweep_checks_every_config_and_override_before_launching(tmp_path, monke
             run_sweep(str(exp), root=tmp_path / "runs", extra_args=extra, out=lambda s: None)
         assert not (tmp_path / "runs").exists()
     _, runs = plan(str(exp), tmp_path / "runs", ["--eval.lengths", "8,16", "--model.scan_layers"])
-    assert runs[0].config.eval.lengths == (8, 16) and runs[0].config.model.scan_layers is True
+    assert runs[0].settings.eval.lengths == (8, 16) and runs[0].settings.model.scan_layers is True
     done = subprocess.run(
         [sys.executable, os.path.join(REPO, "scripts", "sweep.py"), str(exp), "--dry-run", "--train.stepz", "3"],
         capture_output=True, text=True, cwd=tmp_path,

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.config import Config, ConfigError, differences, from_dict, init_source
+from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
 from research.studies.cli import apply_overrides, parse_overrides
 from research.studies.experiment import (
     expand_sweep,
@@ -56,8 +56,10 @@ class Run:
     log_file: object = field(default=None, repr=False)
     after: Path | None = None
     """The workdir of a run of this sweep that must finish first (this run's train.init_from)."""
-    config: Config | None = field(default=None, repr=False)
-    """The run's config, overrides applied (validated by `plan`, compared by `reuse_saved`)."""
+    config: dict = field(default_factory=dict, repr=False)
+    """The run's config with the overrides applied, as research.config.to_dict (compared by `reuse_saved`)."""
+    settings: Config | None = field(default=None, repr=False)
+    """The same config as a Config (validated by `plan`)."""
 
     @property
     def finished(self) -> bool:
@@ -100,11 +102,12 @@ def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, li
     workdirs = {r.workdir.absolute(): r for r in runs}
     for run, k in zip(runs, knobs):
         try:
-            run.config = apply_overrides(module.get_config(join_arg(arg, k)), overrides)
-            validate(run.config)
+            run.settings = apply_overrides(module.get_config(join_arg(arg, k)), overrides)
+            validate(run.settings)
         except ConfigError as e:
             raise ConfigError(f"run {run.name}: {e}") from None
-        init_from = run.config.train.init_from
+        run.config = to_dict(run.settings)
+        init_from = run.settings.train.init_from
         if init_from is not None:
             source = init_source(init_from, run.workdir)
             if source.absolute() in workdirs:
