@@ -139,9 +139,9 @@ def test_missing_path_names_field_and_path(name, tmp_path):
 
 
 def test_unknown_corpus_lists_names():
-    with pytest.raises(ConfigError, match="valid choices: text, wiki-sample, wikitext"):
+    with pytest.raises(ConfigError, match="valid choices: files, text, wiki-sample, wikitext"):
         resolve_corpus({"name": "wiki-full"})
-    assert CORPORA.names() == ["text", "wiki-sample", "wikitext"]
+    assert CORPORA.names() == ["files", "text", "wiki-sample", "wikitext"]
 
 
 def test_sample_documents_takes_whole_documents_across_the_split():

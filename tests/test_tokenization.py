@@ -172,7 +172,9 @@ def test_stream_layout_and_num_bytes(cache, tmp_path):
         total_docs = 0
         for split in ds.splits.values():
             tokens = split.tokens
-            assert tokens.dtype == np.int32 and tokens[0] == tok.doc_id
+            # Token files use the narrowest unsigned type that holds the vocabulary.
+            assert tokens.dtype == (np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+            assert tokens[0] == tok.doc_id
             assert (tokens == tok.doc_id).sum() == split.num_documents
             pieces = np.split(tokens, np.flatnonzero(tokens == tok.doc_id))[1:]
             texts = [tok.decode(p[1:]) for p in pieces]

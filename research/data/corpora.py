@@ -1,9 +1,13 @@
 """Text corpora: documents per split ("train", "valid", "test"), registered by name in CORPORA.
 
-A corpus config is a frozen dataclass with `validate()` (checks paths, reads nothing heavy) and `load() -> Corpus`.
+A corpus config is a frozen dataclass with `validate()` (checks paths, reads nothing heavy), `fingerprint()` (what
+keys its prepared token files: cheap, from the source files' sizes and modification times or a hash of a small
+source) and `load() -> Corpus`.
     wiki-sample   the English Wikipedia sample shipped in gensim's test data (the default; no network)
     text          a UTF-8 file (contiguous split at line boundaries) or a folder of *.txt files (one document each)
     wikitext      a WikiText-2/103 folder; documents start at top-level ` = Title = ` headings
+    files         text of any size, streamed: files, folders or globs, compressed or not, documents split by a
+                  stated rule and assigned to splits by a hash of their text
 Documents keep every byte that bits-per-byte is measured on; nothing is normalised after loading.
 Expensive extraction is cached under `cache_dir()` with atomic writes, so concurrent runs share it safely.
 """
@@ -11,11 +15,15 @@ Expensive extraction is cached under `cache_dir()` with atomic writes, so concur
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
+import importlib
 import importlib.util
+import io
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 from research.config import ConfigError
 from research.registry import Registry
@@ -92,6 +100,15 @@ def read_utf8(path: Path, *, field: str = "data.corpus.path") -> str:
         ) from None
 
 
+def stat_fingerprint(files, config) -> str:
+    """A corpus's key from its files' paths, sizes and modification times and its options: no file is read."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    for path in files:
+        info = Path(path).stat()
+        digest.update(f"\0{Path(path).resolve()}\0{info.st_size}\0{info.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
 def _require(path: Path, *, field: str = "data.corpus.path") -> None:
     if not path.exists():
         raise ConfigError(f"{field}: {path} does not exist")
@@ -111,6 +128,10 @@ class CorpusConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the field when a path is missing; reads nothing heavy."""
+
+    def fingerprint(self) -> str:
+        """A key that changes whenever the documents could (default: a hash of every document)."""
+        return self.load().key
 
     def load(self) -> Corpus:
         raise NotImplementedError
@@ -171,11 +192,17 @@ class WikiSampleConfig(CorpusConfig):
             raise ConfigError(f"data.corpus: gensim's test file {path} is missing (reinstall gensim)")
         _check_fractions(self.valid_fraction, self.test_fraction)
 
+    def fingerprint(self) -> str:
+        """The bz2 source's hash, the cleanup's version and the options."""
+        options = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(
+            f"{_sha256_file(self.source())}|{WIKI_SAMPLE_VERSION}|{options}".encode()
+        ).hexdigest()
+
     def load(self) -> Corpus:
         self.validate()
         path = self.source()
-        options = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        key = hashlib.sha256(f"{_sha256_file(path)}|{WIKI_SAMPLE_VERSION}|{options}".encode()).hexdigest()
+        key = self.fingerprint()
         cached = cache_dir() / "corpora" / f"wiki-sample-{key[:24]}.json"
         if cached.exists():
             return Corpus("wiki-sample", json.loads(cached.read_text(encoding="utf-8")))
@@ -263,6 +290,9 @@ class TextConfig(CorpusConfig):
         _check_fractions(self.valid_fraction, self.test_fraction)
         self._files()
 
+    def fingerprint(self) -> str:
+        return stat_fingerprint(self._files(), self)
+
     def load(self) -> Corpus:
         self.validate()
         files = self._files()
@@ -331,9 +361,130 @@ class WikiTextConfig(CorpusConfig):
     def validate(self) -> None:
         self._files()
 
+    def fingerprint(self) -> str:
+        return stat_fingerprint(sorted(self._files().values()), self)
+
     def load(self) -> Corpus:
         files = self._files()
         return Corpus("wikitext", {s: split_wikitext_articles(read_utf8(files[s])) for s in SPLITS})
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zst": "zstandard", ".zstd": "zstandard"}
+
+
+def open_text(path: Path, encoding: str = "utf-8"):
+    """A text stream of a file, decompressed while read by its suffix (.gz, .bz2, .xz; .zst with the zstandard
+    package); newlines kept as they are."""
+    kind = OPENERS.get(path.suffix)
+    if kind == "zstandard":
+        try:
+            import zstandard
+        except ImportError:
+            raise ConfigError(f"data.corpus.path: {path} is zstd-compressed: pip install zstandard") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115  (closed with the stream)
+    elif kind is not None:
+        raw = importlib.import_module(kind).open(path, "rb")
+    else:
+        raw = open(path, "rb")  # noqa: SIM115  (closed with the stream)
+    return io.TextIOWrapper(
+        io.BufferedReader(raw) if kind == "zstandard" else raw, encoding=encoding, newline=""
+    )
+
+
+def split_of(document: str, valid_fraction: float, test_fraction: float) -> str:
+    """A document's split from the first 8 bytes of its text's sha1 as a fraction: the same document is always in
+    the same split (duplicates never leak between splits), and the split does not depend on where it stands."""
+    h = int.from_bytes(hashlib.sha1(document.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    return "valid" if h < valid_fraction else "test" if h < valid_fraction + test_fraction else "train"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedCorpus:
+    """Documents per split, read from the files each time `documents(split)` is iterated (never held whole)."""
+
+    name: str
+    config: FilesConfig
+
+    def documents(self, split: str):
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        c = self.config
+        return (d for d in c.stream() if split_of(d, c.valid_fraction, c.test_fraction) == split)
+
+    @property
+    def key(self) -> str:
+        return self.config.fingerprint()
+
+
+@CORPORA.register("files")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FilesConfig(CorpusConfig):
+    """Text of any size, streamed from files (never read whole): a file, a folder (its files, recursively, in sorted
+    order) or a glob; .gz, .bz2, .xz and .zst files are decompressed while read. Documents are cut by `documents`
+    and each goes to a split by a hash of its text (`split_of`), so no split needs the corpus's size."""
+
+    path: str
+    """A file, a folder or a glob pattern (e.g. `/data/c4/*.json.gz` is read as text)."""
+    documents: Literal["blank_line", "line", "file"] = "blank_line"
+    """How text becomes documents: paragraphs separated by an empty line (the empty line belongs to no document),
+    one per line, or one per file."""
+    valid_fraction: float = 0.005
+    """Expected fraction of the documents in the validation split."""
+    test_fraction: float = 0.005
+    """Expected fraction of the documents in the test split."""
+    encoding: str = "utf-8"
+
+    def files(self) -> list[Path]:
+        path = Path(self.path).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.exists():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not found:
+            raise ConfigError(f"data.corpus.path: {self.path} matches no file")
+        return found
+
+    def validate(self) -> None:
+        _check_fractions(self.valid_fraction, self.test_fraction)
+        self.files()
+
+    def fingerprint(self) -> str:
+        return stat_fingerprint(self.files(), self)
+
+    def load(self) -> StreamedCorpus:
+        self.validate()
+        return StreamedCorpus("files", self)
+
+    def stream(self):
+        """Every document of every file, in order."""
+        for path in self.files():
+            try:
+                with open_text(path, self.encoding) as text:
+                    yield from self._documents(text)
+            except UnicodeDecodeError as e:
+                raise ConfigError(
+                    f"data.corpus.path: {path} is not valid {self.encoding} ({e.reason})"
+                ) from None
+
+    def _documents(self, text):
+        if self.documents == "file":
+            yield text.read()
+            return
+        current = []
+        for line in text:
+            if self.documents == "line":
+                yield line
+            elif line.strip("\r\n"):
+                current.append(line)
+            elif current:
+                yield "".join(current)
+                current = []
+        if current:
+            yield "".join(current)
 
 
 def resolve_corpus(spec, *, field: str = "data.corpus") -> CorpusConfig:

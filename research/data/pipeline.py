@@ -1,4 +1,5 @@
-"""DataConfig -> Dataset: corpus documents tokenized into one int32 stream per split.
+"""DataConfig -> Dataset: a corpus prepared once into memory-mapped token files (research/data/tokens.py), opened
+as one token stream per split.
 
 A split's stream is `[doc] + encode(d1) + [doc] + encode(d2) + ...`, so every document is preceded by the
 separator and predicting positions 1..N-1 predicts every byte of every document exactly once (plus the
@@ -6,42 +7,51 @@ separators between them). Bits per byte is then exact: sum of target NLL in bits
 Each target belongs to one document (a separator to the document it opens), so the NLL splits into per-document
 totals whose sums are the split's (`TokenSplit.document_of`). Valid and test splits are whole by default; with
 data.max_eval_bytes, whole documents sampled across the split (research/data/corpora.py: sample_documents).
-Token streams are cached as .npy under `cache_dir()/tokens/`, keyed by corpus content, tokenizer fingerprint
-and max_eval_bytes.
+
+The token files live under `cache_dir()/tokens/<key>/`, keyed by the corpus's fingerprint (sizes and modification
+times of its files, or a hash of a small source: the corpus is not read to find them), the tokenizer's config, the
+train-document range and max_eval_bytes. Preparing takes a file lock, so concurrent runs prepare a corpus once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
-import io
+import json
+import os
+import shutil
 
 import numpy as np
 
 from research.config import ConfigError, DataConfig
-from research.data.corpora import (
-    SPLITS,
-    Corpus,
-    CorpusConfig,
-    atomic_write,
-    cache_dir,
-    resolve_corpus,
-    sample_documents,
+from research.data.corpora import SPLITS, CorpusConfig, resolve_corpus, sample_documents
+from research.data.tokens import (
+    FORMAT,
+    default_workers,
+    encode_documents,
+    open_tokens,
+    read_meta,
+    write_meta,
+    write_split,
 )
+from research.runtime.cache import cache_dir
 from research.tokenization import Tokenizer, TokenizerConfig, resolve_tokenizer
 
-PIPELINE_VERSION = "tokens-v2"  # bump when the stream layout or the document selection changes
+PIPELINE_VERSION = "tokens-v3"  # bump when the stream layout or the document selection changes
 
 
 @dataclasses.dataclass(frozen=True)
 class TokenSplit:
     tokens: np.ndarray
-    """int32 [N]: separator-led documents, concatenated."""
+    """[N] (a read-only memory map of uint16 or uint32, or int32): separator-led documents, concatenated."""
     num_bytes: int
     """UTF-8 bytes of the split's documents (the bits-per-byte denominator)."""
     num_documents: int
     doc_bytes: np.ndarray | None = None
     """int64 [num_documents]: UTF-8 bytes of each document, in stream order (sums to num_bytes)."""
+    doc_offsets: np.ndarray | None = None
+    """int64 [num_documents]: where each document's separator stands in `tokens`."""
     doc_id: int = -1
     """The separator id that opens every document in `tokens`."""
     oov_rate: float = 0.0
@@ -53,8 +63,10 @@ class TokenSplit:
 
     def document_of(self, positions: np.ndarray) -> np.ndarray:
         """The document index of each stream position (a separator belongs to the document it opens)."""
-        starts = np.flatnonzero(np.asarray(self.tokens) == self.doc_id)
-        return np.searchsorted(starts, positions, side="right") - 1
+        offsets = self.doc_offsets
+        if offsets is None:
+            offsets = np.flatnonzero(np.asarray(self.tokens) == self.doc_id)
+        return np.searchsorted(offsets, positions, side="right") - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,30 +92,19 @@ def validate_data_config(data_config: DataConfig) -> None:
 
 def tokenize_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray:
     """[doc] + encode(d1) + [doc] + encode(d2) + ... as int32 [N]."""
-    sep = np.asarray([tokenizer.doc_id], dtype=np.int32)
-    parts = [piece for doc in documents for piece in (sep, tokenizer.encode(doc))]
-    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, np.int32)
-
-
-def oov_rate(tokenizer: Tokenizer, tokens: np.ndarray) -> float:
-    """Fraction of non-separator tokens equal to the tokenizer's `unk_id` (0 for open vocabularies)."""
-    unk = getattr(tokenizer, "unk_id", None)
-    real = tokens[tokens != tokenizer.doc_id]
-    if unk is None or real.size == 0:
-        return 0.0
-    return float(np.mean((real == unk) | (real >= tokenizer.vocab_size)))
+    return encode_documents(tokenizer, documents, np.int32)[0]
 
 
 def split_documents(
-    corpus: Corpus, split: str, max_eval_bytes: int | None, train_docs: tuple[float, float] = (0.0, 1.0)
-) -> list[str]:
+    corpus, split: str, max_eval_bytes: int | None, train_docs: tuple[float, float] = (0.0, 1.0)
+):
     """The documents of a split: train cut to the `train_docs` range; valid/test whole, or whole documents
-    sampled across the split up to max_eval_bytes."""
+    sampled across the split up to max_eval_bytes. A streamed corpus's train split stays a stream."""
     docs = corpus.documents(split)
     if split == "train":
-        return select_range(docs, train_docs)
+        return docs if tuple(train_docs) == (0.0, 1.0) else select_range(list(docs), train_docs)
     if max_eval_bytes is not None:
-        docs = sample_documents(docs, max_eval_bytes)
+        docs = sample_documents(list(docs), max_eval_bytes)
     return docs
 
 
@@ -113,46 +114,84 @@ def select_range(docs: list, span: tuple[float, float]) -> list:
     return docs[round(span[0] * n) : round(span[1] * n)]
 
 
-def prepare_data(data_config: DataConfig) -> Dataset:
-    """Load the corpus, build the tokenizer on its train split, tokenize every split (cached)."""
+def token_folder(data_config: DataConfig, corpus: CorpusConfig, tokenizer: TokenizerConfig):
+    """Where a corpus x tokenizer x document selection is prepared."""
+    key = json.dumps(
+        [
+            corpus.fingerprint(),
+            type(tokenizer).__name__,
+            dataclasses.asdict(tokenizer),
+            list(data_config.train_docs),
+            data_config.max_eval_bytes,
+            FORMAT,
+            PIPELINE_VERSION,
+        ],  # fmt: skip
+        sort_keys=True,
+    )
+    return cache_dir() / "tokens" / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def prepare_data(data_config: DataConfig, *, workers: int | None = None, log=None) -> Dataset:
+    """The dataset of a data config: its token files, prepared first when they do not exist (see `prepare`)."""
     validate_data_config(data_config)
     corpus_config, tokenizer_config = resolve_data(data_config)
-    corpus = corpus_config.load()
-    train_docs = tuple(data_config.train_docs)
-    if not select_range(corpus.documents("train"), train_docs):
-        raise ConfigError(f"data.train_docs: {train_docs} selects no document of {corpus.name}'s train split")
-    tokenizer = tokenizer_config.build(split_documents(corpus, "train", None, train_docs))
-    corpus_key = corpus.key
-    splits = {}
-    for split in SPLITS:
-        docs = split_documents(corpus, split, data_config.max_eval_bytes, train_docs)
-        limit = train_docs if split == "train" else data_config.max_eval_bytes
-        if limit == (0.0, 1.0):
-            limit = None  # the key of the whole train split, as before train_docs existed
-        key = f"{corpus_key}|{tokenizer.fingerprint}|{split}|{limit}|{PIPELINE_VERSION}"
-        path = cache_dir() / "tokens" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
-        stateful = getattr(tokenizer, "stateful", False)  # ids depend on what it encoded before: no cache
-        if path.exists() and not stateful:
-            tokens = np.load(path)
-        else:
-            tokens = tokenize_documents(tokenizer, docs)
-            if not stateful:
-                buffer = io.BytesIO()
-                np.save(buffer, tokens)
-                atomic_write(path, buffer.getvalue())
-        doc_bytes = np.asarray([len(doc.encode("utf-8")) for doc in docs], np.int64)
-        num_bytes = int(doc_bytes.sum())
-        if split == "train" and data_config.train_fraction < 1.0:  # the first part of the stream
-            keep = max(2, round(data_config.train_fraction * len(tokens)))
-            num_bytes = round(num_bytes * keep / len(tokens))  # approximate: reported, not used for bpb
-            tokens, doc_bytes = tokens[:keep], None
-        splits[split] = TokenSplit(
-            tokens=tokens,
-            num_bytes=num_bytes,
-            num_documents=len(docs),
-            doc_bytes=doc_bytes,
-            doc_id=tokenizer.doc_id,
-            oov_rate=oov_rate(tokenizer, tokens),
-            close=(tokenizer.vocab_size, tokenizer.unk_id) if getattr(tokenizer, "stateful", False) else None,
-        )
-    return Dataset(tokenizer=tokenizer, corpus_name=corpus.name, splits=splits)
+    folder = token_folder(data_config, corpus_config, tokenizer_config)
+    meta = read_meta(folder) or prepare(folder, data_config, workers=workers, log=log)
+    tokenizer = tokenizer_config.load(folder)
+    splits = {split: open_split(folder, split, meta, tokenizer, data_config) for split in SPLITS}
+    return Dataset(tokenizer=tokenizer, corpus_name=meta["corpus"], splits=splits)
+
+
+def open_split(folder, split: str, meta: dict, tokenizer, data_config: DataConfig) -> TokenSplit:
+    tokens, docs = open_tokens(folder, split, meta)
+    info = meta["splits"][split]
+    num_bytes, doc_bytes, offsets = info["bytes"], docs[:, 1], docs[:, 0]
+    if split == "train" and data_config.train_fraction < 1.0:  # the first part of the stream
+        keep = max(2, round(data_config.train_fraction * len(tokens)))
+        num_bytes = round(num_bytes * keep / len(tokens))  # approximate: reported, not used for bpb
+        tokens, doc_bytes, offsets = tokens[:keep], None, None
+    stateful = getattr(tokenizer, "stateful", False)
+    return TokenSplit(
+        tokens=tokens, num_bytes=num_bytes, num_documents=info["documents"], doc_bytes=doc_bytes,
+        doc_offsets=offsets, doc_id=tokenizer.doc_id, oov_rate=info["oov_rate"],
+        close=(tokenizer.vocab_size, tokenizer.unk_id) if stateful else None,
+    )  # fmt: skip
+
+
+def prepare(folder, data_config: DataConfig, *, workers: int | None = None, log=None) -> dict:
+    """Build the tokenizer on the train split and write every split's token files into `folder` (through a
+    temporary folder renamed at the end, under a file lock: one process prepares, the others wait and read);
+    the meta.json it wrote."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (meta := read_meta(folder)) is not None:
+            return meta
+        corpus_config, tokenizer_config = resolve_data(data_config)
+        corpus = corpus_config.load()
+        train_docs = tuple(data_config.train_docs)
+        train = split_documents(corpus, "train", None, train_docs)
+        if isinstance(train, list) and not train:
+            raise ConfigError(
+                f"data.train_docs: {train_docs} selects no document of {corpus.name}'s train split"
+            )
+        if log:
+            log(f"preparing {corpus.name} with {tokenizer_config} into {folder} (once)")
+        tokenizer = tokenizer_config.build(train)
+        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tokenizer.save(tmp)
+        spec = {"name": tokenizer_config.registered_name, **dataclasses.asdict(tokenizer_config)}
+        workers = default_workers() if workers is None else workers
+        stats = {}
+        for split in SPLITS:
+            docs = split_documents(corpus, split, data_config.max_eval_bytes, train_docs)
+            stats[split] = write_split(tmp, split, docs, tokenizer, spec, workers=workers)
+        tokenizer.save(tmp)  # again: a stateful tokenizer has spelled new words while encoding
+        meta = {"corpus": corpus.name, "corpus_fingerprint": corpus_config.fingerprint(),
+                "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint, "splits": stats}  # fmt: skip
+        write_meta(tmp, meta)
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder of an interrupted preparation
+        os.replace(tmp, folder)
+    return read_meta(folder)

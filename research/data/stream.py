@@ -1,10 +1,13 @@
 """Batches from a token stream, in pure numpy (no JAX).
 
 Training: the stream is cut into non-overlapping chunks of seq_len + 1 tokens (chunk i = tokens[i*T : i*T+T+1]);
-each epoch visits every chunk once in the order `np.random.default_rng([seed, epoch]).permutation`, and global
-batch `step` takes order positions step*B .. step*B+B-1 (running into the next epoch as needed). A batch is
-therefore a pure function of (seed, step): a resumed run sees exactly the batches it would have seen.
-Each process takes its contiguous block of rows of the global batch.
+each epoch visits every chunk once, in the order of a keyed permutation of the chunk indices (`permute`: a Feistel
+network keyed by (seed, epoch), so the chunk at any position of the order is computed on its own, without the
+order of the whole epoch), and global batch `step` takes order positions step*B .. step*B+B-1 (running into the
+next epoch as needed). A batch is therefore a pure function of (seed, step), computed in O(batch) whatever the size
+of the corpus, and a resumed run sees exactly the batches it would have seen. Each process takes its contiguous
+block of rows of the global batch. `tokens` may be a memory map (research/data/tokens.py): only the batch's windows
+are read.
 
 Evaluation: windows of `length` tokens, `stride` apart, predict every target position 1..N-1 exactly once. With
 stride = length (the default) the windows do not overlap; with a smaller stride each window scores only its last
@@ -15,6 +18,7 @@ recompilation).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -58,12 +62,43 @@ def train_batch(
     positions = np.arange(first, first + rows, dtype=np.int64)  # positions in the endless epoch order
     epochs, offsets = np.divmod(positions, n_chunks)
     chunks = np.empty(rows, dtype=np.int64)
-    for epoch in np.unique(epochs):  # a batch spans at most a few epochs: draw each permutation once
+    for epoch in np.unique(epochs):  # a batch spans at most a few epochs
         here = epochs == epoch
-        chunks[here] = np.random.default_rng([seed, int(epoch)]).permutation(n_chunks)[offsets[here]]
+        chunks[here] = permute(offsets[here], n_chunks, key=(seed, int(epoch)))
     index = chunks[:, None] * seq_len + np.arange(seq_len + 1)  # [rows, T+1]
-    window = np.asarray(tokens)[index].astype(np.int32, copy=False)
+    window = np.asarray(tokens[index], dtype=np.int32)
     return window[:, :-1], close_targets(window[:, 1:], close)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x: np.ndarray, key: int) -> np.ndarray:
+    """A 64-bit mixing function (splitmix64's finaliser) of uint64 x and a key."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(key & _MASK64)) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(29))
+
+
+def permute(index: np.ndarray, n: int, *, key) -> np.ndarray:
+    """A bijection of [0, n), keyed by `key` (any hashable of ints), applied to `index`: a 4-round Feistel network
+    on the smallest domain of 2^(2h) >= n, with cycle walking (an image >= n is permuted again, which stays a
+    bijection of [0, n)). O(len(index)) work, the same on every machine."""
+    half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+    keys = [_mix(np.asarray([seed + r], np.uint64), r)[0] for r in range(4)]
+    out = np.asarray(index, np.uint64).copy()
+    todo = np.ones(out.shape, bool)
+    while todo.any():
+        x = out[todo]
+        left, right = x >> np.uint64(half), x & mask
+        for k in keys:
+            left, right = right, left ^ (_mix(right, int(k)) & mask)
+        out[todo] = (left << np.uint64(half)) | right
+        todo[todo] = out[todo] >= n
+    return out.astype(np.int64)
 
 
 def close_targets(targets: np.ndarray, close: tuple[int, int] | None) -> np.ndarray:

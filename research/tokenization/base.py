@@ -1,8 +1,9 @@
 """The tokenizer interface and its registry.
 
 A tokenizer config is a frozen dataclass registered in TOKENIZERS; `build(train_documents)` returns an object
-satisfying `Tokenizer`. Every tokenizer is lossless (`decode(encode(text)) == text`) so that bits-per-byte is
-measured on the exact corpus bytes, and reserves `doc_id`, a document separator that `encode` never produces.
+satisfying `Tokenizer`, which `save(folder)` writes beside a corpus's token files and `load(folder)` reads back.
+Every tokenizer is lossless (`decode(encode(text)) == text`) so that bits-per-byte is measured on the exact
+corpus bytes, and reserves `doc_id`, a document separator that `encode` never produces.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Tokenizer(Protocol):
         """A readable string for every id (for diagnostics and for aligning pretrained vectors)."""
         ...
 
+    def save(self, folder) -> None:
+        """Write what `TokenizerConfig.load(folder)` needs to rebuild this tokenizer (beside its token files)."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenizerConfig:
@@ -48,7 +53,12 @@ class TokenizerConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the field (data.tokenizer.<field>); reads no data."""
 
-    def build(self, train_documents: list[str]) -> Tokenizer:
+    def build(self, train_documents) -> Tokenizer:
+        """The tokenizer, trained where it needs training on `train_documents` (an iterable of str)."""
+        raise NotImplementedError
+
+    def load(self, folder) -> Tokenizer:
+        """The tokenizer `Tokenizer.save(folder)` wrote."""
         raise NotImplementedError
 
 

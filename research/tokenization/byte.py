@@ -19,6 +19,9 @@ class ByteTokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
 
+    def save(self, folder) -> None:
+        """Nothing to save: the byte tokenizer has no state."""
+
     def decode(self, ids) -> str:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() > self.doc_id):
@@ -38,5 +41,8 @@ class ByteTokenizer:
 class ByteConfig(TokenizerConfig):
     """UTF-8 bytes; needs no training."""
 
-    def build(self, train_documents: list[str]) -> ByteTokenizer:
+    def build(self, train_documents) -> ByteTokenizer:
+        return ByteTokenizer()
+
+    def load(self, folder) -> ByteTokenizer:
         return ByteTokenizer()

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -62,10 +63,24 @@ class SentencePieceTokenizer:
         """The piece of every id, as SentencePiece writes it ('▁' for a space, '<0x0A>' for byte fallbacks)."""
         return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
 
+    def save(self, folder: Path) -> None:
+        (Path(folder) / "tokenizer.model").write_bytes(self.model)
+        (Path(folder) / "tokenizer.json").write_text(json.dumps({"name": self.name}))
 
-def training_lines(documents: list[str], max_lines: int) -> list[str]:
-    """Documents -> the non-empty segments between cut characters; evenly strided down to max_lines."""
-    lines = [seg for doc in documents for seg in _CUT.split(doc)[0::2] if seg]
+    @classmethod
+    def load(cls, folder: Path) -> SentencePieceTokenizer:
+        name = json.loads((Path(folder) / "tokenizer.json").read_text())["name"]
+        return cls((Path(folder) / "tokenizer.model").read_bytes(), name=name)
+
+
+def training_lines(documents, max_lines: int) -> list[str]:
+    """Documents -> the non-empty segments between cut characters; evenly strided down to max_lines. At most
+    4 x max_lines are read (a corpus larger than that trains on its beginning), so memory stays bounded."""
+    lines = []
+    for doc in documents:
+        lines.extend(seg for seg in _CUT.split(doc)[0::2] if seg)
+        if len(lines) >= 4 * max_lines:
+            break
     if len(lines) > max_lines:
         lines = lines[:: math.ceil(len(lines) / max_lines)]
     return lines
@@ -122,7 +137,10 @@ class SentencePieceConfig(TokenizerConfig):
             minloglevel=2,
         )
 
-    def build(self, train_documents: list[str]) -> SentencePieceTokenizer:
+    def load(self, folder) -> SentencePieceTokenizer:
+        return SentencePieceTokenizer.load(folder)
+
+    def build(self, train_documents) -> SentencePieceTokenizer:
         self.validate()
         name = f"{self.model_type}-{self.vocab_size}"
         lines = training_lines(train_documents, self.max_train_lines)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -102,6 +103,19 @@ class VocabTokenizer:
         """The string of every id the encoder has produced: the vocabulary, then the spelled unknowns."""
         return [*self.types, *self.extra]
 
+    def save(self, folder: Path) -> None:
+        """tokenizer.json: the types, and the spelled unknowns in the order their ids were given."""
+        state = {"kind": self.kind, "name": self.name, "types": self.types, "extra": list(self.extra),
+                 "spell_unknowns": self.stateful}  # fmt: skip
+        (Path(folder) / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, folder: Path) -> VocabTokenizer:
+        state = json.loads((Path(folder) / "tokenizer.json").read_text())
+        tokenizer = cls(state["kind"], state["types"], name=state["name"], spell_unknowns=state["spell_unknowns"])
+        tokenizer.extra = {t: tokenizer.vocab_size + i for i, t in enumerate(state["extra"])}
+        return tokenizer
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _VocabConfig(TokenizerConfig):
@@ -122,7 +136,10 @@ class _VocabConfig(TokenizerConfig):
                 f"data.tokenizer.max_size: expected None or >= 3 (two specials + 1), got {self.max_size}"
             )
 
-    def build(self, train_documents: list[str]) -> VocabTokenizer:
+    def load(self, folder) -> VocabTokenizer:
+        return VocabTokenizer.load(folder)
+
+    def build(self, train_documents) -> VocabTokenizer:
         self.validate()
         probe = VocabTokenizer(self.kind, [UNK, DOC], name=self.kind)
         counts: Counter = Counter()
