@@ -13,16 +13,14 @@ import sys
 from research.config import ConfigError
 from research.registry import RegistryError
 from research.runtime.hostmem import reexec_with_huge_pages
-from research.studies.cli import apply_overrides, build_parser
-from research.studies.experiment import load_experiment, split_target
+from research.studies.cli import apply_overrides, base_config, build_parser
 
 
 def main(argv=None) -> int:
     args = build_parser(__doc__).parse_args(argv)
     debug = args.debug or os.environ.get("RESEARCH_DEBUG") == "1"
     try:
-        path, arg = split_target(args.experiment)
-        config = apply_overrides(load_experiment(path).get_config(arg), args)
+        config = apply_overrides(base_config(args), args)
         from research.runtime.distributed import initialize
 
         initialize(args.coordinator, args.num_processes, args.process_id)  # before any other JAX call

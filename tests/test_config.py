@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from research.config import Config, ConfigError, from_dict, parse_spec, replace_path, to_dict
+from research.config import Config, ConfigError, from_dict, leaf_fields, parse_spec, replace_path, to_dict
+from research.specs import is_spec_type
 from research.training.loop import validate
 
 from .conftest import tiny_config
@@ -73,3 +74,19 @@ def test_round_trip_and_spec_syntax():
     assert parse_spec("rope:base=500,interleaved=true") == {"name": "rope", "base": 500, "interleaved": True}
     assert parse_spec('{"name": "t5_bias", "num_buckets": 16}')["num_buckets"] == 16
     assert dataclasses.is_dataclass(config)
+
+
+def test_help_shows_what_to_write_and_every_registered_name():
+    """--help names each field's form (SPEC, {choices}, INT, true|false, lists) and, for a SPEC field, every name
+    registered in its registry (so a new scheme shows up without editing the help)."""
+    from research.positional import POSITIONAL
+    from research.studies.cli import SPEC_REGISTRIES, build_parser
+    from research.tokenization import TOKENIZERS
+
+    text = " ".join(build_parser("train").format_help().split())
+    for form in ("--model.positional SPEC", "--data.tokenizer SPEC", "--train.compute_dtype {float32,bfloat16}",
+                 "--data.train_docs [FLOAT,FLOAT]", "--model.scan_layers [true|false]", "--config CONFIG_JSON"):  # fmt: skip
+        assert form in text, form
+    for name in (*POSITIONAL.names(), *TOKENIZERS.names()):
+        assert f" {name}," in text or f" {name}." in text, name
+    assert set(SPEC_REGISTRIES) == {p for p, h, _ in leaf_fields(Config) if is_spec_type(h)}

@@ -237,3 +237,24 @@ def test_every_kind_of_fault_leaves_the_run_bitwise_equal(tmp_path, monkeypatch)
     assert len(done) == 8 and {kind for kind, _ in done} == set(kinds), done
     result = compare_runs(tmp_path / "reference", tmp_path / "faulted")
     assert result["steps"] == list(range(1, 201)) and result["bitwise_equal"]
+
+
+def test_a_saved_config_reruns_without_its_experiment(tmp_path, capsys):
+    """scripts/train.py --config RUN_DIR/config.json (or RUN_DIR) reruns a run with the same metrics; giving both
+    an experiment and --config, or neither, is a one-line error."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from train import main
+
+    exp = write_experiment(tmp_path)
+    assert main([str(exp), "--workdir", str(tmp_path / "first")]) == 0
+    assert main(["--config", str(tmp_path / "first" / "config.json"), "--workdir", str(tmp_path / "again")]) == 0
+    first, again = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("first", "again"))
+    assert again["metrics"] == first["metrics"] and again["config"] == first["config"]
+    assert main(["--config", str(tmp_path / "first"), "--workdir", str(tmp_path / "x"), "--train.steps", "1"]) == 0
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["train"]["steps"] == 1
+    capsys.readouterr()
+    for argv in ([str(exp), "--config", str(tmp_path / "first")], []):
+        assert main([*argv, "--workdir", str(tmp_path / "y")]) == 2
+        assert "give an experiment" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "none.json"), "--workdir", str(tmp_path / "y")]) == 2
+    assert "--config: cannot read" in capsys.readouterr().err

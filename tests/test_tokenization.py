@@ -145,7 +145,7 @@ def test_sentencepiece_vocab_too_small():
 
 
 def test_unknown_tokenizer_lists_names():
-    with pytest.raises(ConfigError, match="valid choices: bpe, byte, char, unigram, word"):
+    with pytest.raises(ConfigError, match="valid choices: bpe, byte, char, hf, sentencepiece, unigram, word"):
         resolve_tokenizer({"name": "wordpiece"})
     with pytest.raises(ConfigError, match="no option"):
         resolve_tokenizer({"name": "bpe", "vocab": 10})

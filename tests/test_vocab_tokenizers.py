@@ -20,6 +20,7 @@ from research.tokenization import TOKENIZERS, Tokenizer, resolve_tokenizer
 from research.tokenization.vocab import DOC_ID, UNK_ID, pretokenize_words
 from research.training.evaluate import evaluate_split
 
+from .test_token_files import hf_tokenizer_json, published_sentencepiece
 from .test_tokenization import TRICKY, tiny_documents
 
 
@@ -127,6 +128,10 @@ def test_bits_per_byte_is_total_bits_over_bytes(name, corpus, tmp_path):
     """A model that puts probability 1/V on every token: total NLL = (N - 1) ln V nats over the split's N tokens;
     bits per byte = (N - 1) log2 V / UTF-8 bytes of the split's documents, counted here from the raw files."""
     options = {"vocab_size": 300} if name in ("bpe", "unigram") else {}
+    if name == "sentencepiece":  # pretrained files: lossy ones, whose bytes are still the original text's
+        options = {"model_file": str(published_sentencepiece(tmp_path / "published.model"))}
+    if name == "hf":
+        options = {"path": str(hf_tokenizer_json(tmp_path / "hf" / "tokenizer.json", lossy=True))}
     ds = prepare_data(dataclasses.replace(corpus, tokenizer={"name": name, **options}, max_eval_bytes=None))
     split = ds.splits["test"]
     v = ds.tokenizer.vocab_size

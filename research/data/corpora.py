@@ -23,7 +23,7 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from research.config import ConfigError
 from research.registry import Registry
@@ -125,6 +125,9 @@ def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CorpusConfig:
     """Base class of registered corpus configs."""
+
+    streamed: ClassVar[bool] = False
+    """Whether `load()` streams the documents from disk (never held whole) rather than listing them."""
 
     def validate(self) -> None:
         """Raise ConfigError naming the field when a path is missing; reads nothing heavy."""
@@ -410,8 +413,12 @@ class StreamedCorpus:
     def documents(self, split: str):
         if split not in SPLITS:
             raise KeyError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return (doc for label, doc in self.labelled() if label == split)
+
+    def labelled(self):
+        """(split, document) of every document, in one pass over the files."""
         c = self.config
-        return (d for d in c.stream() if split_of(d, c.valid_fraction, c.test_fraction) == split)
+        return ((split_of(d, c.valid_fraction, c.test_fraction), d) for d in c.stream())
 
     @property
     def key(self) -> str:
@@ -424,6 +431,8 @@ class FilesConfig(CorpusConfig):
     """Text of any size, streamed from files (never read whole): a file, a folder (its files, recursively, in sorted
     order) or a glob; .gz, .bz2, .xz and .zst files are decompressed while read. Documents are cut by `documents`
     and each goes to a split by a hash of its text (`split_of`), so no split needs the corpus's size."""
+
+    streamed: ClassVar[bool] = True
 
     path: str
     """A file, a folder or a glob pattern (e.g. `/data/c4/*.json.gz` is read as text)."""

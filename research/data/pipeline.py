@@ -33,7 +33,7 @@ from research.data.tokens import (
     open_tokens,
     read_meta,
     write_meta,
-    write_split,
+    write_splits,
 )
 from research.runtime.cache import cache_dir
 from research.tokenization import Tokenizer, TokenizerConfig, resolve_tokenizer
@@ -88,6 +88,12 @@ def validate_data_config(data_config: DataConfig) -> None:
     corpus, tokenizer = resolve_data(data_config)
     corpus.validate()
     tokenizer.validate()
+    if corpus.streamed and tuple(data_config.train_docs) != (0.0, 1.0):
+        raise ConfigError(
+            f"data.train_docs: a streamed corpus ({corpus.registered_name}) is read once, without counting its "
+            f"documents, so it takes the whole train split (0.0, 1.0) only, got {tuple(data_config.train_docs)}; "
+            "data.train_fraction cuts its train tokens"
+        )
 
 
 def tokenize_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray:
@@ -108,6 +114,24 @@ def split_documents(
     return docs
 
 
+def labelled_documents(corpus, data_config: DataConfig):
+    """(split, document) pairs of every split, as `split_documents` selects them; a streamed corpus is read once
+    (its valid and test documents are held only when max_eval_bytes samples them)."""
+    train_docs, cap = tuple(data_config.train_docs), data_config.max_eval_bytes
+    if not hasattr(corpus, "labelled"):
+        for split in SPLITS:
+            yield from ((split, doc) for doc in split_documents(corpus, split, cap, train_docs))
+        return
+    held = {"valid": [], "test": []}
+    for split, doc in corpus.labelled():
+        if split == "train" or cap is None:
+            yield split, doc
+        else:
+            held[split].append(doc)
+    for split, docs in held.items():
+        yield from ((split, doc) for doc in (sample_documents(docs, cap) if docs else []))
+
+
 def select_range(docs: list, span: tuple[float, float]) -> list:
     """docs[round(start * n) : round(end * n)]."""
     n = len(docs)
@@ -121,6 +145,7 @@ def token_folder(data_config: DataConfig, corpus: CorpusConfig, tokenizer: Token
             corpus.fingerprint(),
             type(tokenizer).__name__,
             dataclasses.asdict(tokenizer),
+            tokenizer.fingerprint(),
             list(data_config.train_docs),
             data_config.max_eval_bytes,
             FORMAT,
@@ -183,14 +208,17 @@ def prepare(folder, data_config: DataConfig, *, workers: int | None = None, log=
         tmp.mkdir()
         tokenizer.save(tmp)
         spec = {"name": tokenizer_config.registered_name, **dataclasses.asdict(tokenizer_config)}
+        pairs = labelled_documents(corpus, data_config)
         workers = default_workers() if workers is None else workers
-        stats = {}
-        for split in SPLITS:
-            docs = split_documents(corpus, split, data_config.max_eval_bytes, train_docs)
-            stats[split] = write_split(tmp, split, docs, tokenizer, spec, workers=workers)
+        stats = write_splits(tmp, pairs, SPLITS, tokenizer, spec, workers=workers)
         tokenizer.save(tmp)  # again: a stateful tokenizer has spelled new words while encoding
+        lossy = max(stats[s]["roundtrip_mismatch"] for s in SPLITS)
+        if lossy and log:
+            log(f"{tokenizer.name} does not round-trip {lossy:.0%} of the checked documents (normalisation or "
+                "unknown tokens); bits per byte still divide by the original text's bytes")  # fmt: skip
         meta = {"corpus": corpus.name, "corpus_fingerprint": corpus_config.fingerprint(),
-                "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint, "splits": stats}  # fmt: skip
+                "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
+                "roundtrip_mismatch": lossy, "splits": stats}  # fmt: skip
         write_meta(tmp, meta)
         shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder of an interrupted preparation
         os.replace(tmp, folder)

@@ -1,10 +1,11 @@
 """Token files: a corpus prepared once into memory-mapped token files per split, then read by windows.
 
-    prepare(...)   stream each split's documents, tokenise them in worker processes (in order), and append the
-                   tokens to `<split>.bin` (uint16 when the vocabulary fits, else uint32); write `<split>.docs.npy`
-                   ([offset of each document's separator, its UTF-8 bytes], int64) and, last, `meta.json`
-    open_split()   a TokenSplit whose tokens are a read-only memory map: training and evaluation read only the
-                   windows they use, so memory stays bounded whatever the corpus's size
+    write_splits   stream (split, document) pairs in one pass, tokenise them in worker processes (in order), and
+                   append each split's tokens to `<split>.bin` (uint16 when the vocabulary fits, else uint32);
+                   then `<split>.docs.npy` ([offset of each document's separator, its UTF-8 bytes], int64)
+    write_meta     meta.json, last (research/data/pipeline.py: prepare)
+    open_tokens    a split's tokens as a read-only memory map: training and evaluation read only the windows they
+                   use, so memory stays bounded whatever the corpus's size
 
 A folder holds one corpus x tokenizer x split selection; the tokenizer is saved beside the files
 (`Tokenizer.save`), so a prepared corpus is opened without reading the corpus again. Documents are streamed in
@@ -39,19 +40,21 @@ def encode_documents(tokenizer, documents: list[str], dtype) -> tuple[np.ndarray
     UTF-8 bytes]."""
     parts, sizes = [], np.zeros((len(documents), 2), np.int64)
     sep = np.asarray([tokenizer.doc_id], dtype)
-    for i, doc in enumerate(documents):
-        ids = np.asarray(tokenizer.encode(doc)).astype(dtype, copy=False)
+    batch = getattr(tokenizer, "encode_batch", None)  # a library's own batch encoder, where it has one
+    encoded = batch(documents) if batch is not None else map(tokenizer.encode, documents)
+    for i, (doc, ids) in enumerate(zip(documents, encoded)):
+        ids = np.asarray(ids).astype(dtype, copy=False)
         parts += [sep, ids]
         sizes[i] = 1 + len(ids), len(doc.encode("utf-8"))
     return (np.concatenate(parts) if parts else np.zeros(0, dtype)), sizes
 
 
-def chunks(documents: Iterable[str], chars: int = CHUNK_CHARS) -> Iterator[list[str]]:
-    """Consecutive documents grouped into lists of about `chars` characters."""
+def chunks(items: Iterable, chars: int = CHUNK_CHARS, text=lambda item: item) -> Iterator[list]:
+    """Consecutive items grouped into lists whose texts hold about `chars` characters."""
     chunk, size = [], 0
-    for doc in documents:
-        chunk.append(doc)
-        size += len(doc)
+    for item in items:
+        chunk.append(item)
+        size += len(text(item))
         if size >= chars:
             yield chunk
             chunk, size = [], 0
@@ -73,59 +76,93 @@ def _encode_chunk(documents: list[str]):
     return encode_documents(_WORKER["tokenizer"], documents, _WORKER["dtype"])
 
 
-def encoded_chunks(
-    documents: Iterable[str], tokenizer, tokenizer_spec: dict, folder: Path, dtype, workers: int
-):
-    """encode_documents of each chunk, in order: in `workers` spawned processes (at most 2 x workers chunks in
-    flight), or in this process."""
-    stream = chunks(documents)
-    first = next(stream, None)
-    second = next(stream, None)
+def encoded_chunks(pairs: Iterable[tuple[str, str]], tokenizer, tokenizer_spec: dict, folder: Path, dtype,
+                   workers: int):  # fmt: skip
+    """(chunk of (split, document) pairs, its encode_documents), in order: in `workers` spawned processes (at most
+    2 x workers chunks in flight), or in this process."""
+    stream = chunks(pairs, text=lambda pair: pair[1])
+    first, second = next(stream, None), next(stream, None)
+    stream = (c for c in itertools.chain([first, second], stream) if c is not None)
     if workers <= 1 or getattr(tokenizer, "stateful", False) or second is None:  # one chunk: no pool to start
-        for chunk in itertools.chain([first, second], stream):
-            if chunk is not None:
-                yield encode_documents(tokenizer, chunk, dtype)
+        for chunk in stream:
+            yield chunk, encode_documents(tokenizer, [doc for _, doc in chunk], dtype)
         return
-    context = multiprocessing.get_context("spawn")
     init = (tokenizer_spec, str(folder), np.dtype(dtype).name)
-    with context.Pool(workers, initializer=_start_worker, initargs=init) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=init) as pool:
         pending = deque()
-        for chunk in itertools.chain([first, second], stream):
-            pending.append(pool.apply_async(_encode_chunk, (chunk,)))
+        for chunk in stream:
+            pending.append((chunk, pool.apply_async(_encode_chunk, ([doc for _, doc in chunk],))))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
+                chunk, result = pending.popleft()
+                yield chunk, result.get()
         while pending:
-            yield pending.popleft().get()
+            chunk, result = pending.popleft()
+            yield chunk, result.get()
 
 
-def write_split(folder: Path, split: str, documents: Iterable[str], tokenizer, tokenizer_spec: dict, *,
-                workers: int = 1) -> dict:  # fmt: skip
-    """Tokenise a split's documents into `<split>.bin` and `<split>.docs.npy`; its statistics for meta.json."""
+class SplitWriter:
+    """Appends one split's documents to `<split>.bin`; `close()` writes `<split>.docs.npy` -> its statistics."""
+
+    def __init__(self, folder: Path, split: str, tokenizer, dtype, check: int = 0):
+        self.folder, self.split, self.tokenizer, self.dtype = folder, split, tokenizer, dtype
+        self.out = open(folder / f"{split}.bin", "wb")  # noqa: SIM115  (closed in close())
+        self.offsets, self.doc_bytes, self.count, self.unknown = [], [], 0, 0
+        self.check, self.checked, self.mismatched = check, 0, 0
+
+    def write(self, documents: list[str], tokens: np.ndarray, sizes: np.ndarray) -> None:
+        self.offsets.append(self.count + np.cumsum(sizes[:, 0]) - sizes[:, 0])  # each document's separator
+        self.doc_bytes.append(sizes[:, 1])
+        tok = self.tokenizer
+        if (unk := getattr(tok, "unk_id", None)) is not None:
+            real = tokens[tokens != tok.doc_id]
+            self.unknown += int(((real == unk) | (real >= tok.vocab_size)).sum())
+        if self.checked < self.check:  # round trip of the split's first documents
+            ends = np.cumsum(sizes[:, 0])
+            for doc, start, end in zip(documents[: self.check - self.checked], ends - sizes[:, 0], ends):
+                self.mismatched += tok.decode(tokens[start + 1 : end]) != doc
+                self.checked += 1
+        self.count += len(tokens)
+        self.out.write(tokens.tobytes())
+
+    def close(self) -> dict:
+        self.out.close()
+        docs = np.zeros((0, 2), np.int64)
+        if self.offsets:
+            docs = np.stack([np.concatenate(self.offsets), np.concatenate(self.doc_bytes)], 1).astype(
+                np.int64
+            )
+        np.save(self.folder / f"{self.split}.docs.npy", docs)
+        real = self.count - len(docs)
+        return {
+            "tokens": self.count, "bytes": int(docs[:, 1].sum()), "documents": len(docs),
+            "dtype": np.dtype(self.dtype).name, "oov_rate": self.unknown / real if real else 0.0,
+            "roundtrip_checked": self.checked, "roundtrip_mismatch": self.mismatched / max(self.checked, 1),
+        }  # fmt: skip
+
+
+ROUNDTRIP_DOCUMENTS = 100
+"""Documents of each split whose round trip decode(encode(d)) == d is checked while preparing."""
+
+
+def write_splits(folder: Path, pairs: Iterable[tuple[str, str]], splits: Iterable[str], tokenizer,
+                 tokenizer_spec: dict, *, workers: int = 1) -> dict:  # fmt: skip
+    """Tokenise (split, document) pairs, in one pass, into each split's `<split>.bin` and `<split>.docs.npy`;
+    each split's statistics for meta.json."""
     stateful = getattr(
         tokenizer, "stateful", False
     )  # spelled unknown words: ids past the vocabulary, unbounded
     dtype = np.uint32 if stateful else token_dtype(tokenizer.vocab_size)
-    offsets, doc_bytes = [], []
-    count = unknown = 0
-    unk = getattr(tokenizer, "unk_id", None)
-    with open(folder / f"{split}.bin", "wb") as out:
-        for tokens, sizes in encoded_chunks(documents, tokenizer, tokenizer_spec, folder, dtype, workers):
-            offsets.append(count + np.cumsum(sizes[:, 0]) - sizes[:, 0])  # where each document's separator is
-            doc_bytes.append(sizes[:, 1])
-            count += len(tokens)
-            if unk is not None:
-                real = tokens[tokens != tokenizer.doc_id]
-                unknown += int(((real == unk) | (real >= tokenizer.vocab_size)).sum())
-            out.write(tokens.tobytes())
-    docs = np.zeros((0, 2), np.int64)
-    if offsets:
-        docs = np.stack([np.concatenate(offsets), np.concatenate(doc_bytes)], axis=1).astype(np.int64)
-    np.save(folder / f"{split}.docs.npy", docs)
-    real_tokens = count - len(docs)
-    return {
-        "tokens": count, "bytes": int(docs[:, 1].sum()), "documents": len(docs), "dtype": np.dtype(dtype).name,
-        "oov_rate": unknown / real_tokens if real_tokens else 0.0,
-    }  # fmt: skip
+    writers = {s: SplitWriter(folder, s, tokenizer, dtype, ROUNDTRIP_DOCUMENTS) for s in splits}
+    for chunk, (tokens, sizes) in encoded_chunks(pairs, tokenizer, tokenizer_spec, folder, dtype, workers):
+        labels = [split for split, _ in chunk]
+        if len(set(labels)) == 1:
+            writers[labels[0]].write([doc for _, doc in chunk], tokens, sizes)
+            continue
+        owner = np.repeat(np.asarray(labels), sizes[:, 0])  # the split of every token
+        for split in dict.fromkeys(labels):
+            mine = [i for i, label in enumerate(labels) if label == split]
+            writers[split].write([chunk[i][1] for i in mine], tokens[owner == split], sizes[mine])
+    return {split: writer.close() for split, writer in writers.items()}
 
 
 def write_meta(folder: Path, meta: dict) -> None:

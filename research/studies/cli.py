@@ -1,4 +1,5 @@
-"""Command line of one run: `python scripts/train.py experiments/<study>.py[:knobs] --workdir DIR [--field value ...]`.
+"""Command line of one run: `python scripts/train.py experiments/<study>.py[:knobs] --workdir DIR [--field value ...]`,
+or `python scripts/train.py --config RUN_DIR/config.json --workdir DIR` to rerun a saved config.
 
 Every leaf field of `Config` is a typed dotted option (`--train.steps 100`, `--model.positional alibi`,
 `--model.positional rope:base=500`); `--help` lists them with their types, defaults and descriptions.
@@ -7,11 +8,15 @@ Every leaf field of `Config` is a typed dotted option (`--train.steps 100`, `--m
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import types
 import typing
+from pathlib import Path
 
-from research.config import Config, ConfigError, leaf_fields, parse_scalar, replace_path
+from research.config import Config, ConfigError, from_dict, leaf_fields, parse_scalar, replace_path
 from research.specs import is_spec_type
+from research.studies.experiment import load_experiment, split_target
 
 
 def _type_name(hint) -> str:
@@ -31,17 +36,42 @@ def _type_name(hint) -> str:
     return {bool: "true|false", int: "INT", float: "FLOAT", str: "STR"}.get(hint, str(hint))
 
 
+def base_config(args) -> Config:
+    """The config a command line starts from: its experiment's get_config, or a saved config.json (--config);
+    ConfigError when both or neither are given, or the file does not read."""
+    if (args.experiment is None) == (args.config is None):
+        raise ConfigError(
+            "give an experiment (experiments/<study>.py[:knobs]) or --config RUN_DIR/config.json"
+        )
+    if args.experiment is not None:
+        path, arg = split_target(args.experiment)
+        return load_experiment(path).get_config(arg)
+    path = Path(args.config)
+    path = path / "config.json" if path.is_dir() else path
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--config: cannot read {path} ({e})") from None
+    return from_dict(Config, saved)
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     """The command line of one run (scripts/train.py): the experiment, --workdir, the processes, every override."""
     parser = argparse.ArgumentParser(
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog=EPILOG,
         allow_abbrev=False,
     )
     parser.add_argument(
-        "experiment", help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo"
-    )
+        "experiment", nargs="?",
+        help="experiments/<study>.py[:knobs], e.g. experiments/pe_extrapolation.py:demo (or --config)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--config", metavar="CONFIG_JSON", default=None,
+        help="rerun a saved config instead of an experiment: a run directory's config.json (or the directory); "
+        "overrides still apply",
+    )  # fmt: skip
     parser.add_argument("--workdir", required=True, help="run directory (resumes if it holds a checkpoint)")
     parser.add_argument(
         "--reevaluate", action="store_true",
@@ -78,10 +108,35 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
         for part in path.split("."):
             default = getattr(default, part)
         flag = {"nargs": "?", "const": "true"} if hint is bool else {}
-        group.add_argument(
+        action = group.add_argument(
             f"--{path}", dest=f"override:{path}", metavar=_type_name(hint), default=None,
             help=f"{doc} (default in Config: {default})", **flag,
         )  # fmt: skip
+        action.registry = SPEC_REGISTRIES.get(path)
+
+
+SPEC_REGISTRIES = {
+    "data.corpus": "research.data.corpora:CORPORA",
+    "data.tokenizer": "research.tokenization:TOKENIZERS",
+    "model.positional": "research.positional:POSITIONAL",
+    "model.positions": "research.positional.positions:POSITIONS",
+    "model.embedding": "research.embedding:EMBEDDINGS",
+    "eval.positional": "research.positional:POSITIONAL",
+    "task.task": "research.data.tasks:TASKS",
+}
+"""The registry behind each SPEC field, whose names --help lists (imported only when help is shown)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help with the registered names of every SPEC field, read from its registry when help is printed."""
+
+    def _expand_help(self, action) -> str:
+        text = super()._expand_help(action)
+        if getattr(action, "registry", None):
+            module, name = action.registry.split(":")
+            names = getattr(importlib.import_module(module), name).names()
+            text += f" Registered: {', '.join(names)}."
+        return text
 
 
 def parse_overrides(argv: list[str]) -> argparse.Namespace:

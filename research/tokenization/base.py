@@ -53,6 +53,10 @@ class TokenizerConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the field (data.tokenizer.<field>); reads no data."""
 
+    def fingerprint(self) -> str:
+        """What identifies the files this config reads beyond its fields (a pretrained model's content); ''."""
+        return ""
+
     def build(self, train_documents) -> Tokenizer:
         """The tokenizer, trained where it needs training on `train_documents` (an iterable of str)."""
         raise NotImplementedError

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from research.config import ConfigError
 from research.runtime.cache import atomic_write, cache_dir
@@ -36,7 +37,8 @@ _NUM_BYTES = 256
 
 
 class SentencePieceTokenizer:
-    """A trained SentencePiece model (serialized bytes) behind the `Tokenizer` protocol."""
+    """A SentencePiece model (serialized bytes) behind the `Tokenizer` protocol: one trained here (which has the
+    `<doc>` control piece), or a pretrained one, whose separator is a new id after its vocabulary."""
 
     def __init__(self, model: bytes, *, name: str):
         self.model = model
@@ -44,8 +46,23 @@ class SentencePieceTokenizer:
         self._sp = spm.SentencePieceProcessor(model_proto=model)
         self.vocab_size = self._sp.get_piece_size()
         self.doc_id = self._sp.piece_to_id(DOC_PIECE)
+        self.appended_doc = not self._sp.is_control(self.doc_id)  # a pretrained model: no <doc> piece
+        if self.appended_doc:
+            self.doc_id = self.vocab_size
+            self.vocab_size += 1
         self.fingerprint = hashlib.sha256(WRAPPER_VERSION.encode() + model).hexdigest()
-        self._literal = {ch: [self._sp.piece_to_id(f"<0x{b:02X}>") for b in ch.encode()] for ch in "\n\u2581"}
+        self._literal = {ch: self._literal_ids(ch) for ch in "\n\u2581"}
+        self.lossless = is_lossless(model) and all(self._sp.unk_id() not in v for v in self._literal.values())
+
+    def _literal_ids(self, ch: str) -> list[int]:
+        """The ids written for a cut character: its UTF-8 byte-fallback pieces; for a newline in a model without
+        them, a '\\n' piece of its own; else <unk> (lossy)."""
+        pieces = [f"<0x{b:02X}>" for b in ch.encode()]
+        if all(self._sp.piece_to_id(p) != self._sp.unk_id() for p in pieces):
+            return [self._sp.piece_to_id(p) for p in pieces]
+        if ch == "\n" and self._sp.piece_to_id(ch) != self._sp.unk_id():
+            return [self._sp.piece_to_id(ch)]
+        return [self._sp.unk_id()]
 
     def encode(self, text: str) -> np.ndarray:
         parts = _CUT.split(text)  # [segment, cut char, segment, cut char, ..., segment]
@@ -57,11 +74,15 @@ class SentencePieceTokenizer:
         return np.asarray(ids, dtype=np.int32)
 
     def decode(self, ids) -> str:
-        return self._sp.decode(np.asarray(ids, dtype=np.int64).reshape(-1).tolist())
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if self.appended_doc:
+            ids = ids[ids != self.doc_id]  # not a piece of the model; decodes as '' like a control piece
+        return self._sp.decode(ids.tolist())
 
     def pieces(self) -> list[str]:
         """The piece of every id, as SentencePiece writes it ('▁' for a space, '<0x0A>' for byte fallbacks)."""
-        return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+        pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+        return [*pieces, DOC_PIECE] if self.appended_doc else pieces
 
     def save(self, folder: Path) -> None:
         (Path(folder) / "tokenizer.model").write_bytes(self.model)
@@ -71,6 +92,20 @@ class SentencePieceTokenizer:
     def load(cls, folder: Path) -> SentencePieceTokenizer:
         name = json.loads((Path(folder) / "tokenizer.json").read_text())["name"]
         return cls((Path(folder) / "tokenizer.model").read_bytes(), name=name)
+
+
+def is_lossless(model: bytes) -> bool:
+    """Whether a SentencePiece model round-trips any text: identity normalisation, no dummy prefix, spaces kept,
+    byte fallback."""
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    norm = proto.normalizer_spec
+    return (
+        (norm.name == "identity" or not norm.precompiled_charsmap)
+        and not norm.normalization_rule_tsv
+        and not norm.add_dummy_prefix
+        and not norm.remove_extra_whitespaces
+        and proto.trainer_spec.byte_fallback
+    )
 
 
 def training_lines(documents, max_lines: int) -> list[str]:

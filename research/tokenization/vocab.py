@@ -112,7 +112,9 @@ class VocabTokenizer:
     @classmethod
     def load(cls, folder: Path) -> VocabTokenizer:
         state = json.loads((Path(folder) / "tokenizer.json").read_text())
-        tokenizer = cls(state["kind"], state["types"], name=state["name"], spell_unknowns=state["spell_unknowns"])
+        tokenizer = cls(
+            state["kind"], state["types"], name=state["name"], spell_unknowns=state["spell_unknowns"]
+        )
         tokenizer.extra = {t: tokenizer.vocab_size + i for i, t in enumerate(state["extra"])}
         return tokenizer
 
