@@ -19,7 +19,7 @@ from research.runtime.machine import run_info
 from research.training.metrics import atomic_write_json, atomic_write_text
 from research.training.step import COMPUTE_DTYPES
 
-SKIPPABLE = ("steps", "variants", "breakdown", "profile", "compile", "peer", "embedding", "reader")
+SKIPPABLE = ("steps", "variants", "breakdown", "profile", "compile", "peer", "embedding", "reader", "data")
 COMPILE_DEPTHS = (2, 4, 8, 16)
 
 
@@ -31,10 +31,15 @@ def main(argv=None) -> int:
         args.skip = [*args.skip, "breakdown", "peer"]
         log(f"compute_dtype {args.compute_dtype}: the breakdown and the peer (float32 only) are left out")
     ctx = Context(args, ref, log)
-    ctx.result.update(breakdown=None, profile=None, compile=None, embedding=None, reader=None, peer=None)
+    ctx.result.update(
+        breakdown=None, profile=None, compile=None, embedding=None, reader=None, peer=None, data=None
+    )
+    if args.only:  # one section, merged into the saved results of the others
+        ctx.result.update(previous_result(args.out))
+        ctx.result.setdefault("reference", ref)
     rows = []
     for name, section in SECTIONS.items():
-        if name == "steps" or name not in args.skip:
+        if (name in args.only) if args.only else (name == "steps" or name not in args.skip):
             rows += section(ctx)
     result = ctx.result | run_info()
     if args.json:
@@ -51,6 +56,14 @@ def main(argv=None) -> int:
         if result["rows"]:
             plot(result, out / "steps.png")
     return 0
+
+
+def previous_result(out: str) -> dict:
+    """The saved bench.json of `out` (what --only leaves as it was); {} with no rows when there is none."""
+    path = Path(out or ".") / "bench.json"
+    if not out or not path.exists():
+        return {"rows": []}
+    return json.loads(path.read_text())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,8 +92,21 @@ def parser() -> argparse.ArgumentParser:
         "layers), breakdown (rope's step split into layers, readout+loss, optimizer), profile (jax.profiler trace "
         "of rope's step: the XLA ops that take the time), compile (compile time vs depth, looped vs scanned), "
         "peer, embedding (256k x 1024 gather/scatter), reader (pretrained-vector reader vs gensim, 200k x 300 "
-        "files written once to the cache)",
+        "files written once to the cache), data (a generated 1 GB corpus prepared and trained on: ~20 min)",
     )  # fmt: skip
+    p.add_argument(
+        "--only", nargs="*", default=[], choices=[s for s in SKIPPABLE if s != "variants"],
+        help="run these sections only and merge them into the saved bench.json of --out (the other sections' "
+        "results are kept), e.g. --only data",
+    )  # fmt: skip
+    p.add_argument(
+        "--data-mb", type=int, nargs="*", default=[256, 512, 1024],
+        help="data: corpus sizes (MB) whose preparation's peak memory is measured; the largest is also trained on",
+    )  # fmt: skip
+    p.add_argument(
+        "--data-slice-mb", type=int, default=64, help="data: the slice the throughput rounds prepare"
+    )
+    p.add_argument("--data-rounds", type=int, default=3, help="data: interleaved throughput rounds")
     p.add_argument(
         "--loss-chunk", type=int, default=0,
         help="variants: another train.loss_chunk to time (0 = the plain loss on full logits; default 1024 is fused)",

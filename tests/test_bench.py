@@ -158,3 +158,38 @@ def test_bench_in_bfloat16(tmp_path, capsys):
     assert "AdamW, bfloat16" in (tmp_path / "table.md").read_text()
     with pytest.raises(SystemExit):  # argparse names the valid choices
         main(["--compute_dtype", "float16"])
+
+
+READER_ROW = {"name": "reader/x", "ours_s": 1.0, "gensim_s": 2.0, "speedup_vs_gensim": 2.0}
+
+
+@pytest.mark.slow
+def test_data_section_merges_into_the_saved_results(tmp_path, monkeypatch, capsys):
+    """`--only data` on 1 MB parts: preparing rows (ours, one process, the Hugging Face peer), peak memory per size,
+    a training run on the largest, batch time against the step; the saved results of other sections are kept."""
+    sys.path.insert(0, "scripts")
+    from bench import main
+
+    from research.bench import data
+
+    monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "PART_MB", 1)
+    monkeypatch.setattr(data, "BPE", {**data.BPE, "vocab_size": 1000, "max_train_lines": 5000})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "bench.json").write_text(json.dumps({"rows": [], "reader": [READER_ROW]}))
+    tiny = [f"--{k}={v}" for k, v in TINY.items() if k != "vocab_size"]
+    argv = ["--only", "data", "--data-mb", "1", "2", "--data-slice-mb", "1", "--data-rounds", "1", *tiny]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert result["reader"] == [READER_ROW]
+    names = {r["name"] for r in result["data"]["rows"]}
+    assert {"prepare/byte/1_process", "prepare/bpe/1_process", "hf_tokenizers/encode_batch"} <= names
+    assert {
+        "prepare_memory/byte/1MB",
+        "prepare_memory/bpe/2MB",
+        "train_memory/byte/2MB",
+        "batch/byte",
+    } <= names
+    assert all(r["peak_rss_mb"] > 10 for r in result["data"]["rows"] if "peak_rss_mb" in r)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| prepare/bpe/1_process |" in table and "Drawing one reference batch" in table

@@ -136,7 +136,38 @@ def _other_rows(result: dict) -> list[str]:
         *_peer_rows(result),
         *_embedding_rows(result),
         *_reader_rows(result.get("reader")),
+        *_data_rows(result.get("data")),
     ]
+
+
+def _data_rows(data: dict | None) -> list[str]:
+    if not data:
+        return []
+    rows = {r["name"]: r for r in data["rows"]}
+    bpe = data["bpe"]
+    lines = [
+        "",
+        f"Data path (research/bench/data.py): a generated corpus of wiki-sample paragraphs prepared into token files "
+        f"from scratch, each in a fresh process; {data['workers']} worker processes by default. BPE: SentencePiece, "
+        f"{bpe['vocab_size']} pieces; its peer is a byte-level BPE `tokenizer.json` of the same size trained by "
+        f"Hugging Face `tokenizers`, run through our pipeline and through the library's own batch encoder (all "
+        f"cores, nothing written). Throughput: median (min–max) of interleaved rounds on {data['slice_mb']} MB.",
+        "",
+        "| prepare | MB/s (min–max) | tokens |",
+        "|---|---|---|",
+    ]
+    for r in (r for r in data["rows"] if "mb_per_s_spread" in r):
+        low, high = r["mb_per_s_spread"]
+        lines.append(f"| {r['name']} | {r['mb_per_s']:.1f} ({low:.1f}–{high:.1f}) | {r['tokens']:,} |")
+    lines += ["", "| peak resident memory | text MB | MB/s | peak RSS MB |", "|---|---|---|---|"]
+    for r in (r for r in data["rows"] if r["name"].startswith(("prepare_memory", "train_memory"))):
+        speed = f"{r['mb_per_s']:.1f}" if "mb_per_s" in r else f"{r['steps']} steps in {r['seconds']:.0f} s"
+        lines.append(f"| {r['name']} | {r.get('text_mb', '')} | {speed} | {r['peak_rss_mb']:.0f} |")
+    if (batch := rows.get("batch/byte")) is not None:
+        lines += ["", f"Drawing one reference batch from the memory-mapped train split ({batch['train_tokens']:,} "
+                  f"tokens): {batch['batch_ms']:.3f} ms median, {batch['fraction_of_step']:.2%} of rope's reference "
+                  f"step timed in the same run ({batch['step_ms']:.0f} ms)."]  # fmt: skip
+    return lines
 
 
 def _breakdown_rows(result: dict) -> list[str]:

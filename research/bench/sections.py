@@ -9,6 +9,8 @@ one schema: {"name", "tokens_per_s", "step_ms", "mfu", ...the section's own fiel
     embedding  a 256k x 1024 lookup and gradient against the copy bandwidth
     reader     the pretrained-vector reader against gensim
     peer       the same model in x-transformers (PyTorch), single runs and interleaved rounds
+    data       preparing a generated 1 GB corpus into token files (MB/s against one process and the Hugging Face
+               batch encoder; peak memory for 0.25, 0.5 and 1 GB) and drawing batches from it (research/bench/data.py)
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import functools
 import statistics
 from collections.abc import Callable
 
-from research.bench import breakdown, embedding, measure, peer, reader, steps
+from research.bench import breakdown, data, embedding, measure, peer, reader, steps
 from research.bench.reference import reference
+from research.data.tokens import default_workers
 
 
 @dataclasses.dataclass
@@ -136,6 +139,26 @@ def peer_rounds(ctx: Context) -> list[dict]:
     return rounds
 
 
+def run_data(ctx: Context) -> list[dict]:
+    args, log = ctx.args, ctx.log
+    corpus = data.generate_corpus(max(args.data_mb))
+    workers = default_workers()
+    rows = data.throughput(
+        data.subset(corpus, args.data_slice_mb), rounds=args.data_rounds, workers=workers, log=log
+    )
+    rows += data.memory(corpus, sorted(args.data_mb), workers=workers, log=log)
+    biggest = data.subset(corpus, max(args.data_mb))
+    rows.append(data.training_memory(biggest, ctx.ref))
+    log(f"training on {max(args.data_mb)} MB: peak RSS {rows[-1]['peak_rss_mb']:.0f} MB")
+    batch = data.batch_time(biggest, ctx.ref)
+    one, _ = steps.prepare_scheme("rope", ref=ctx.ref)  # the reference step, timed in this run
+    batch["step_ms"] = 1e3 * statistics.median(measure.step_seconds(one, steps=6, warmup=1))
+    batch["fraction_of_step"] = batch["batch_ms"] / batch["step_ms"]
+    rows.append(batch)
+    ctx.result["data"] = {"rows": rows, "workers": workers, "slice_mb": args.data_slice_mb, "bpe": data.BPE}
+    return [row(r["name"], **{k: v for k, v in r.items() if k != "name"}) for r in rows]
+
+
 SECTIONS: dict[str, Callable[[Context], list[dict]]] = {
     "steps": run_steps,
     "breakdown": run_breakdown,
@@ -144,6 +167,7 @@ SECTIONS: dict[str, Callable[[Context], list[dict]]] = {
     "embedding": run_embedding,
     "reader": run_reader,
     "peer": run_peer,
+    "data": run_data,
 }
 """Section name -> runner, in run order. `steps` always runs (it measures the matmul rate every MFU is taken
 against); with `--skip steps` it times only what the peer needs (rope), or nothing."""
