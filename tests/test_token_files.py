@@ -339,3 +339,15 @@ def test_sampled_eval_splits_of_a_streamed_corpus(cache, tmp_path):
     cut = prepare_data(DataConfig(corpus=data.corpus, tokenizer="byte", max_eval_bytes=500))
     assert cut.splits["train"].num_bytes == full.splits["train"].num_bytes
     assert 0 < cut.splits["valid"].num_bytes <= 500 < full.splits["valid"].num_bytes
+
+
+def test_the_default_corpus_keeps_its_documents_and_bytes():
+    """The embedded corpus goes through the same token files: every split holds its documents in corpus order,
+    with their exact UTF-8 bytes (so results stay comparable with runs from before the token files)."""
+    ds = prepare_data(DataConfig(max_eval_bytes=None))
+    corpus = resolve_corpus("wiki-sample").load()
+    for name, split in ds.splits.items():
+        docs = corpus.documents(name)
+        np.testing.assert_array_equal(split.doc_bytes, [len(d.encode()) for d in docs])
+        first = np.asarray(split.tokens[split.doc_offsets[0] + 1 : split.doc_offsets[1]])
+        assert ds.tokenizer.decode(first) == docs[0]
