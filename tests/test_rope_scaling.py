@@ -332,3 +332,35 @@ def test_bad_fraction_and_factor_lengths():
     RoPEConfig(scaling=longrope).validate(DIMS)  # 4 pairs for head_dim 8
     with pytest.raises(ValueError, match="rope.scaling.short_factor"):
         RoPEConfig(scaling=longrope, fraction=0.5).validate(DIMS)  # 2 pairs when half the head rotates
+
+
+def test_pair_plan_names_what_each_pair_gets():
+    """scripts/rope_plan.py's table: YaRN's defaults on a 32-wide head trained at 64 tokens keep only the fastest
+    pair (none turns 32 times); on Llama's 128-wide head at 4096 they keep the pairs turning >= 32 times."""
+    from research.positional.rope_scaling import YaRN, pair_plan
+
+    plain = pair_plan(None, 32, 10000.0, 64)
+    assert {r["status"] for r in plain} == {"kept"} and plain[0]["turns_in_training"] == pytest.approx(
+        64 / (2 * math.pi)
+    )
+    small = pair_plan(YaRN(factor=8.0), 32, 10000.0, 64)
+    assert [r["status"] for r in small[:2]] == ["kept", "ramp"] and small[-1]["status"] == "interpolated"
+    assert small[0]["attention_factor"] == pytest.approx(0.1 * math.log(8) + 1)
+    assert small[-1]["frequency_ratio"] == pytest.approx(1 / 8, rel=1e-5)
+    llama = pair_plan(YaRN(factor=8.0), 128, 10000.0, 4096)
+    kept = [r for r in llama if r["status"] == "kept"]
+    assert len(kept) >= 20 and all(r["turns_in_training"] > 30 for r in kept)
+    derived = pair_plan(YaRN(factor=8.0, beta_fast=2.0), 32, 10000.0, 64)
+    assert [r["status"] for r in derived[:4]] == ["kept", "kept", "kept", "ramp"]
+
+
+def test_rope_plan_cli(capsys):
+    import sys
+
+    sys.path.insert(0, "scripts")
+    from rope_plan import main
+
+    assert main(["--head-dim", "32", "--train-len", "64", "--scaling", "yarn:factor=8,beta_fast=2"]) == 0
+    out = capsys.readouterr().out
+    assert "attention factor 1.208" in out and out.count("kept") == 3
+    assert main(["--head-dim", "32", "--train-len", "64", "--scaling", "yarn:factor=0.5"]) == 2

@@ -260,3 +260,26 @@ class LongRoPE(RoPEScaling):
         if attention is None:
             attention = math.sqrt(1 + math.log(s) / math.log(l0)) if s > 1 else 1.0
         return (_theta(dim, base) / np.asarray(factors)).astype(np.float32), float(attention)
+
+
+def pair_plan(scaling: RoPEScaling | None, dim: int, base: float, train_len: int) -> list[dict]:
+    """What a scaling does to each rotary pair of a head of width `dim` trained at `train_len`: the pair's
+    wavelength, how many turns it makes within the training length (a pair under one turn never saw all its phases
+    in training), and the ratio of its scaled to its original frequency (1 kept, 1/s interpolated, between: the
+    ramp, or another rule's partial change); the attention factor is the same for every pair."""
+    scaling = (scaling or RoPEScaling()).bind(train_len)
+    theta = _theta(dim, base)
+    inv_freq, attention = scaling.parameters(dim, base, int(train_len * getattr(scaling, "factor", 1.0)))
+    ratios = inv_freq.astype(np.float64) / theta
+    rows = []
+    for k, (original, ratio) in enumerate(zip(theta, ratios, strict=True)):
+        status = (
+            "kept"
+            if abs(ratio - 1) < 1e-4
+            else "interpolated"
+            if abs(ratio - ratios.min()) < 1e-4
+            else "ramp"
+        )
+        rows.append({"pair": k, "wavelength": 2 * math.pi / original, "turns_in_training": train_len * original / (2 * math.pi),
+                     "frequency_ratio": ratio, "status": status, "attention_factor": attention})  # fmt: skip
+    return rows

@@ -1,0 +1,170 @@
+"""Ablations of the pe_extrapolation setup: is a "does not reproduce" the method's, or the setup's?
+
+Every run is pe_extrapolation's recipe (byte-level LM on wiki-sample, trained at L = 64 tokens, 500 steps of 32 x 64
+tokens, d_model 128, 3 layers, 4 heads of width 32; test bits per byte over the whole 21-article test split at 1x,
+2x, 4x and 8x L, non-overlapping windows) with one setting changed to what the method's paper does, scaled to L.
+Runs whose config equals a pe_extrapolation run have its name, so `--reuse results/pe_extrapolation/runs` adopts
+them instead of training them again.
+
+Ablations (`ablation=` knob; each compares the variants below, 3 seeds, paired 95% intervals over documents):
+- sinusoidal: Vaswani et al. 2017 (§3.4) multiply token embeddings by sqrt(d) and initialise them with std d^-1/2
+  (fairseq's recipe, which Press et al. 2022 trained), so tokens (rms 1) and positions (rms 0.71) are comparable.
+  Our default table (std 0.02, no scale) puts positions ~35x above tokens. Variants: sinusoidal and nope, each with
+  the default embedding and with the paper's (`+paper_embedding`, the control that the embedding change alone is
+  not what helps).
+- t5_bias: T5 (Raffel et al. 2020) uses 32 buckets up to distance 128 with inputs of 512 tokens: the shared
+  last bucket (distances >= 128) is trained. At L = 64 the default never reaches it. Scaled: 16 buckets (8 exact,
+  8 log-spaced) up to distance 32 = L/2, so the last bucket is trained by half the causal pairs.
+- cope: Golovneva et al. 2024 clamp counts at npos - 1; with npos = L + 1 (our default) the far rows are rarely
+  reached (gates ~0.5 at init halve the counts). npos = L/4 + 1 = 17: counts >= 16 share a trained row.
+- fire: Li et al. 2023 normalise the log-distance by psi(max(i, L_thr)) with a learned threshold; with L_thr = L
+  (our default) every training query has i < L_thr, so the normaliser is constant and progressive interpolation is
+  never trained. init_L = L/4 = 16 exercises it.
+- yarn: Peng et al. 2023's beta_fast = 32, beta_slow = 1 were chosen for Llama (head width 128, L0 = 4096: the
+  pairs turning >= 32 times within L0, the top third, are kept). Our head of width 32 at L0 = 64 has no pair turning
+  more than 10 times, so the defaults interpolate every pair that turns at all. Derived: beta_fast = 2 (keep the
+  pairs completing >= 2 turns within L0), beta_slow = 1, printed by `python scripts/rope_plan.py --head-dim 32
+  --train-len 64 --scaling yarn:factor=8,beta_fast=2`. Evaluation-only variants of the trained RoPE runs, factor 8
+  (the longest evaluation length), with and without the attention temperature; NTK-aware scaling as a reference.
+
+Commands:
+  python scripts/sweep.py experiments/reproductions.py --jobs 2 --reuse results/pe_extrapolation/runs
+  python scripts/sweep.py experiments/reproductions.py:ablation=t5_bias --jobs 2      # one ablation
+  python scripts/report.py experiments/reproductions.py                               # -> results/reproductions/
+"""
+
+import dataclasses
+from pathlib import Path
+
+from research.config import Config
+from research.studies import intervals
+from research.studies.experiment import load_experiment, parse_knobs
+from research.studies.figures import extrapolation
+
+BASE = load_experiment(Path(__file__).with_name("pe_extrapolation.py"))
+SEQ_LEN = BASE.SEQ_LEN
+HEAD_DIM = 128 // 4
+PAPER_EMBEDDING = {"name": "table", "scale": "sqrt_d", "init_std": 128**-0.5}
+
+RECIPES = {
+    "": {},
+    "paper_embedding": {"embedding": PAPER_EMBEDDING},
+    "scaled_buckets": {"positional": {"num_buckets": 16, "max_distance": SEQ_LEN // 2}},
+    "npos17": {"positional": {"npos": SEQ_LEN // 4 + 1}},
+    "threshold16": {"positional": {"init_L": float(SEQ_LEN // 4)}},
+}
+"""Named changes to the base config: model fields, merged into the positional spec or replacing the embedding."""
+
+SCALINGS = {
+    "yarn_default": {"name": "yarn", "factor": 8.0},
+    "yarn_derived": {"name": "yarn", "factor": 8.0, "beta_fast": 2.0, "beta_slow": 1.0},
+    "yarn_derived_no_temperature": {"name": "yarn", "factor": 8.0, "beta_fast": 2.0, "attention_factor": 1.0},
+    "ntk": {"name": "ntk", "factor": 8.0},
+}
+"""Evaluation-only RoPE scalings of the yarn ablation (original length: the training length)."""
+
+ABLATIONS = {
+    "sinusoidal": [
+        ("sinusoidal", ""),
+        ("sinusoidal", "paper_embedding"),
+        ("nope", ""),
+        ("nope", "paper_embedding"),
+    ],
+    "t5_bias": [("t5_bias", ""), ("t5_bias", "scaled_buckets"), ("alibi", "")],
+    "cope": [("cope", ""), ("cope", "npos17"), ("alibi", "")],
+    "fire": [("fire", ""), ("fire", "threshold16"), ("alibi", "")],
+    "yarn": [("rope", ""), *(("rope", f"eval_{name}") for name in SCALINGS)],
+}
+"""Each ablation's variants as (positional, recipe); the first is our default setup."""
+
+
+def knobs(arg):
+    return parse_knobs(arg, ablation="", positional="rope", recipe="", seed=0, mode="windows", runlocal=False)
+
+
+def get_config(arg: str = "") -> Config:
+    k = knobs(arg)
+    base = BASE.get_config(f"positional={k.positional},seed={k.seed}" + (",runlocal" if k.runlocal else ""))
+    if k.recipe.startswith("eval_"):  # an evaluation-only scaling of the trained run of the same seed
+        scaling = SCALINGS[k.recipe.removeprefix("eval_")]
+        trained = f"mode=windows,positional=rope,seed={k.seed}"
+        train = dataclasses.replace(base.train, steps=0, warmup_steps=0, init_from=trained)
+        evaluation = dataclasses.replace(base.eval, positional={"name": "rope", "scaling": scaling})
+        return dataclasses.replace(base, train=train, eval=evaluation)
+    if k.recipe not in RECIPES:
+        raise ValueError(f"recipe: expected one of {', '.join(RECIPES)}, got {k.recipe!r}")
+    change = RECIPES[k.recipe]
+    model = base.model
+    if "positional" in change:
+        model = dataclasses.replace(model, positional={**model.positional, **change["positional"]})
+    if "embedding" in change:
+        model = dataclasses.replace(model, embedding=change["embedding"])
+    return dataclasses.replace(base, model=model)
+
+
+def sweep(add, arg: str = "") -> None:
+    k = knobs(arg)
+    if k.ablation and k.ablation not in ABLATIONS:
+        raise ValueError(f"ablation: expected one of {', '.join(ABLATIONS)}, got {k.ablation!r}")
+    chosen = [k.ablation] if k.ablation else list(ABLATIONS)
+    seen = set()
+    for name in chosen:
+        for positional, recipe in ABLATIONS[name]:
+            for seed in (0,) if k.runlocal else (0, 1, 2):
+                key = (positional, recipe, seed)
+                if key not in seen:  # a control shared by two ablations runs once
+                    seen.add(key)
+                    extra = {"recipe": recipe} if recipe else {}
+                    add(mode="windows", positional=positional, seed=seed, **extra)
+
+
+def metrics() -> list[str]:
+    return BASE.metrics()
+
+
+def variant(knob: dict) -> str:
+    recipe = knob.get("recipe", "")
+    return knob["positional"] + (f"+{recipe.removeprefix('eval_')}" if recipe else "")
+
+
+def headline(groups: dict) -> list[str]:
+    """Per ablation: each variant minus our default setup, at L and at 8L, with paired 95% intervals."""
+    first, last = metrics()[0], metrics()[-1]
+    by_variant = {variant(members[0]["knobs"]): key for key, members in groups.items()}
+    lines = []
+    for name, variants in ABLATIONS.items():
+        names = [p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants]
+        if names[0] not in by_variant:
+            continue
+        parts = []
+        for other in names[1:]:
+            if other in by_variant:
+                parts.append(
+                    f"{other} {_difference(groups, by_variant[other], by_variant[names[0]], first, last)}"
+                )
+        lines.append(
+            f"- **{name}**, each variant minus {names[0]} (test bits per byte): " + "; ".join(parts) + "."
+        )
+    return lines
+
+
+def _difference(groups, key, reference, first, last) -> str:
+    out = []
+    for metric, label in ((first, f"{SEQ_LEN}"), (last, f"{8 * SEQ_LEN}")):
+        est = intervals.estimate(groups, metric)
+        if key in est and reference in est:
+            d = intervals.difference(est[key], est[reference])
+            ci = f" [{d.lo:+.3f}, {d.hi:+.3f}]" if d.lo is not None else ""
+            out.append(f"{d.mean:+.3f}{ci} at {label}")
+    return ", ".join(out)
+
+
+def figures(groups: dict, folder):
+    """One figure per ablation: bits per byte against evaluation length, each variant a line."""
+    paths = []
+    for name, variants in ABLATIONS.items():
+        wanted = {p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants}
+        subset = {key: members for key, members in groups.items() if variant(members[0]["knobs"]) in wanted}
+        if subset:
+            paths.append(extrapolation(subset, metrics(), folder, name=f"ablation_{name}"))
+    return [p for p in paths if p is not None]
