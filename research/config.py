@@ -11,6 +11,7 @@ or anything compiles, so a typo fails in milliseconds with the field name and th
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import typing
 from pathlib import Path
@@ -79,10 +80,12 @@ def _positive(section, prefix: str, *names: str) -> None:
 @_frozen
 class DataConfig(Section):
     corpus: Spec = dataclasses.field(default_factory=lambda: {"name": "wiki-sample"})
-    """Which text: `wiki-sample` (default, ships with gensim), `text` (path=file or folder), `wikitext` (path=folder)."""
+    """Which text: `wiki-sample` (default, ships with gensim), `text` (path=file or folder, read whole),
+    `wikitext` (path=folder), `files` (path=file, folder or glob of any size, streamed; .gz/.bz2/.xz/.zst)."""
     tokenizer: Spec = dataclasses.field(default_factory=lambda: {"name": "byte"})
     """How text becomes ids: `byte`, `char`, `word` (min_count=..., max_size=...), `bpe` or `unigram`
-    (SentencePiece, vocab_size=...)."""
+    (SentencePiece trained here, vocab_size=...), or pretrained: `sentencepiece:model_file=PATH`, `hf:path=PATH`
+    (a Hugging Face tokenizer.json)."""
     seq_len: int = 128
     """Training sequence length in tokens; evaluation lengths are multiples of it."""
     batch_size: int = 32
@@ -225,6 +228,15 @@ class TrainConfig(Section):
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its
     own runs; the sweep starts such a run only after that one has finished. With init_from, steps may be 0
     (evaluate the loaded parameters only)."""
+    tensorboard: bool = True
+    """Also write every metrics.jsonl record as TensorBoard scalars in <run>/tensorboard/ (`tensorboard --logdir
+    runs/<study>` shows a sweep's runs side by side; the viewer: pip install -e .[tensorboard])."""
+    wandb: str | None = None
+    """A Weights & Biases project to also send every metrics.jsonl record (and the config) to, with the W&B files
+    in <run>/wandb/; None = off. Needs the `wandb` package (pip install -e .[wandb])."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """With train.wandb: 'offline' keeps the W&B run on disk only (no network; `wandb sync <run>/wandb/...`
+    uploads it later), 'online' streams it to the W&B server."""
 
     def check(self, prefix: str) -> None:
         if self.steps < 0 or (self.steps == 0 and self.init_from is None):
@@ -253,6 +265,11 @@ class TrainConfig(Section):
         if self.loss_chunk < 0:
             raise ConfigError(
                 f"{prefix}.loss_chunk: expected 0 (plain loss) or a positive chunk size, got {self.loss_chunk}"
+            )
+        if self.wandb is not None and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(
+                f"{prefix}.wandb: the Weights & Biases writer needs the wandb package: pip install -e .[wandb] "
+                f"(or {prefix}.wandb=None)"
             )
 
 
@@ -384,6 +401,15 @@ def from_dict(cls, data: dict, *, prefix: str = ""):
         else:
             kwargs[key] = coerce(value, hint, name)
     return cls(**kwargs)
+
+
+TRACKING_FIELDS = frozenset({"train.tensorboard", "train.wandb", "train.wandb_mode"})
+"""Fields that change where a run's records go, never its results: a rerun or --reuse may differ in them."""
+
+
+def result_differences(a, b) -> list[str]:
+    """`differences` that can change a run's results (TRACKING_FIELDS left out)."""
+    return [d for d in differences(a, b) if d not in TRACKING_FIELDS]
 
 
 def differences(a, b, prefix: str = "") -> list[str]:

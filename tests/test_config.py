@@ -90,3 +90,17 @@ def test_help_shows_what_to_write_and_every_registered_name():
     for name in (*POSITIONAL.names(), *TOKENIZERS.names()):
         assert f" {name}," in text or f" {name}." in text, name
     assert set(SPEC_REGISTRIES) == {p for p, h, _ in leaf_fields(Config) if is_spec_type(h)}
+
+
+def test_tracking_fields_never_make_a_run_another_run(tmp_path):
+    """Switching TensorBoard or W&B for a run directory (or a --reuse) is not a different config."""
+    from research.config import result_differences
+    from research.training.rundir import check_config, prepare_workdir
+
+    config = tiny_config()
+    prepare_workdir(config, tmp_path)
+    tracked = replace_path(replace_path(config, "train.tensorboard", False), "train.wandb", "proj")
+    assert result_differences(config, tracked) == []
+    check_config(tracked, tmp_path)  # accepted
+    with pytest.raises(ConfigError, match="train.steps"):
+        check_config(replace_path(config, "train.steps", 7), tmp_path)

@@ -104,8 +104,8 @@ def test_fused_bfloat16_and_train_step_agree():
             step = make_train_step(graphdef, tx, positions, 0, dtype, loss_chunk=chunk)
             trace = []
             for i in range(3):
-                p, opt, loss = step(p, opt, tokens, targets, jnp.int32(i))
-                trace.append(float(loss))
+                p, opt, metrics = step(p, opt, tokens, targets, jnp.int32(i))
+                trace.append(float(metrics["loss"]))
             losses[chunk, dtype] = trace
     np.testing.assert_allclose(losses[8, jnp.float32], losses[0, jnp.float32], rtol=1e-5)
     np.testing.assert_allclose(losses[8, jnp.bfloat16], losses[0, jnp.bfloat16], rtol=2e-2)

@@ -71,7 +71,8 @@ EIGHT_DEVICES = textwrap.dedent(
         step = make_train_step(graphdef, tx, resolved.positions, 0)
         q, opt = replicate(params, mesh), replicate(tx.init(params), mesh)
         for s in range(3):
-            q, opt, step_loss = step(q, opt, x, y, jnp.int32(s))
+            q, opt, step_metrics = step(q, opt, x, y, jnp.int32(s))
+            step_loss = step_metrics["loss"]
         out[n] = {"loss": float(loss), "grads": [np.asarray(g).tolist() for g in jax.tree.leaves(grads)],
                   "step_loss": float(step_loss), "params": [np.asarray(v).tolist() for v in jax.tree.leaves(q)]}
     try:

@@ -18,7 +18,6 @@ from research.model.build import ResolvedModel, build_model
 from research.training.checkpoint import Checkpointer
 from research.training.loop import objective_for, validate
 from research.training.objective import Objective
-from research.training.step import make_optimizer
 from research.training.task import eval_batch, sequence_length
 
 
@@ -45,7 +44,6 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         unk_id=inputs.unk_id,
     )
     graphdef, params = nnx.split(model)
-    tx = make_optimizer(config.train, config.model.pretrained)
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
     try:
         step = ckpt.latest_step()
@@ -53,7 +51,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             raise FileNotFoundError(
                 f"{run_dir / 'checkpoints'}: no checkpoint to read the trained parameters from"
             )
-        params, _ = ckpt.restore(step, (params, tx.init(params)))
+        params = ckpt.restore_params(step, params)  # the parameters alone: no optimizer config needed
     finally:
         ckpt.close()
     return TrainedRun(config, nnx.merge(graphdef, params), inputs.resolved, objective)

@@ -65,8 +65,8 @@ def step_breakdown(positional: str = "rope", *, repeats: int = 5, ref: dict = RE
     state = [jax.tree.map(jnp.copy, params), r.tx.init(params)]  # the step donates its own copies
 
     def step():
-        state[0], state[1], loss = r.step_fn(state[0], state[1], r.inputs, r.targets, jnp.int32(0))
-        return loss
+        state[0], state[1], metrics = r.step_fn(state[0], state[1], r.inputs, r.targets, jnp.int32(0))
+        return metrics["loss"]
 
     parts = {
         "layers": lambda: layers(params),

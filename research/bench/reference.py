@@ -62,8 +62,8 @@ class Reference:
         state = [self.params, self.opt_state]
 
         def one(i):
-            state[0], state[1], loss = compiled(state[0], state[1], self.inputs, self.targets, jnp.int32(i))
-            return loss
+            state[0], state[1], out = compiled(state[0], state[1], self.inputs, self.targets, jnp.int32(i))
+            return out["loss"]
 
         return one
 

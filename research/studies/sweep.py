@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.config import Config, ConfigError, differences, from_dict, init_source, to_dict
+from research.config import Config, ConfigError, from_dict, init_source, result_differences, to_dict
 from research.studies.cli import apply_overrides, parse_overrides
 from research.studies.experiment import (
     expand_sweep,
@@ -76,7 +77,8 @@ class Run:
             return "starting"
         last = records[-1]
         loss = last.get("train/loss")
-        return f"step {last['step']}" + (f" loss {loss:.3f}" if isinstance(loss, float) else "")
+        total = f"/{self.settings.train.steps}" if self.settings is not None else ""
+        return f"step {last['step']}{total}" + (f" loss {loss:.3f}" if isinstance(loss, float) else "")
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -132,7 +134,7 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
             continue
         try:
             saved = json.loads(source.read_text())
-            differ = differences(from_dict(Config, saved.get("config", {})), run.config)
+            differ = result_differences(from_dict(Config, saved.get("config", {})), run.config)
         except (ConfigError, ValueError) as e:
             differ = [str(e)]
         if differ:
@@ -217,6 +219,7 @@ class Scheduler:
         self.todo, self.running, self.failed = deque(todo), [], []
         self.failed_dirs: set[Path] = set()
         self.done = len(runs) - len(todo)
+        self.started, self.durations = time.time(), []  # durations: of the runs this sweep finished
 
     def launch(self) -> None:
         while self.todo and len(self.running) < self.jobs:
@@ -241,7 +244,8 @@ class Scheduler:
             took = time.time() - run.started
             if code == 0 and run.finished:
                 self.done += 1
-                self.out(f"[{self.done}/{self.total}] done  {run.name} ({took:.0f} s)")
+                self.durations.append(took)
+                self.out(f"[{self.done}/{self.total}] done  {run.name} ({took:.0f} s) | {self.eta()}")
             else:
                 self._failed(run, code, f"exit {code}, {took:.0f} s")
 
@@ -253,9 +257,28 @@ class Scheduler:
         self.out(f"[{self.done}/{self.total}] FAIL  {run.name} ({why})")
 
     def status(self) -> str:
-        return f"[{self.done}/{self.total}] running: " + "; ".join(
-            f"{r.name}: {r.status()}" for r in self.running
-        )
+        running = "; ".join(f"{r.name}: {r.status()}" for r in self.running)
+        return f"[{self.done}/{self.total}] running: {running} | {self.eta()}"
+
+    def eta(self) -> str:
+        """'elapsed E, ETA R': R spreads the queued runs and the rest of the running ones, each taken to last the
+        mean of the runs this sweep finished, over the parallel slots they can fill; no ETA before one finished."""
+        now = time.time()
+        elapsed = f"elapsed {_duration(now - self.started)}"
+        if not self.durations:
+            return elapsed
+        mean = statistics.fmean(self.durations)
+        left = mean * len(self.todo) + sum(max(mean - (now - r.started), 0.0) for r in self.running)
+        slots = max(1, min(self.jobs, len(self.todo) + len(self.running)))
+        return f"{elapsed}, ETA {_duration(left / slots)}"
+
+
+def _duration(seconds: float) -> str:
+    """42s, 5m10s, 2h03m."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def run_sweep(

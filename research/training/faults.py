@@ -163,16 +163,10 @@ FAULTS = {"kill": _kill, "truncate": _truncate, "writer": _second_writer, "sweep
 
 
 def final_state(workdir: str | Path) -> list[np.ndarray]:
-    """Leaves of the last checkpoint (parameters and optimizer state), read with Orbax."""
-    import orbax.checkpoint as ocp
+    """Arrays of the last checkpoint (named parameters and optimizer state), read with Orbax."""
+    from research.training.checkpoint import read_checkpoint
 
-    manager = ocp.CheckpointManager(Path(workdir, "checkpoints").absolute())
-    try:
-        step = manager.latest_step()
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
-    finally:
-        manager.close()
-    return [np.asarray(x) for x in restored["leaves"]]
+    return [np.asarray(x) for x in read_checkpoint(Path(workdir, "checkpoints")).values()]
 
 
 def compare_runs(reference: str | Path, resumed: str | Path) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -30,12 +31,12 @@ from research.model.transformer import parameter_counts
 from research.runtime import hostmem
 from research.runtime.machine import run_info
 from research.runtime.mesh import check_batch, is_primary, make_mesh, shard_batch, shard_params, to_host
-from research.training.checkpoint import Checkpointer
+from research.training.checkpoint import Checkpointer, ParamsMismatch
 from research.training.lm import LanguageModel
-from research.training.metrics import MetricsWriter, NullWriter, steady_throughput
+from research.training.metrics import NullWriter, open_tracker, progress_bar, steady_throughput
 from research.training.objective import ModelView, Objective
 from research.training.rundir import RunLock, check_config, load_summary, prepare_workdir, write_summary
-from research.training.step import all_finite, config_train_step, make_optimizer
+from research.training.step import all_finite, config_train_step, make_optimizer, make_schedule
 from research.training.task import TaskObjective
 
 
@@ -158,13 +159,15 @@ def restore(config: Config, workdir: Path, ckpt: Checkpointer, params, opt_state
         params, opt_state = state
         log(f"resumed from checkpoint at step {start_step}")
     elif config.train.init_from is not None:
-        params, source = load_initial_params(config.train.init_from, workdir, params, opt_state)
+        params, source = load_initial_params(config.train.init_from, workdir, params)
         log(f"initialised from {source}")
     return params, opt_state, start_step
 
 
-def load_initial_params(init_from: str, workdir: Path, params, opt_state):
-    """The final parameters of the finished run `init_from`, in the structure and shardings of `params`."""
+def load_initial_params(init_from: str, workdir: Path, params):
+    """The final parameters of the finished run `init_from` (its latest checkpoint's `params` item alone, so its
+    optimizer may differ from this run's), in the structure, dtypes and shardings of `params`. ConfigError naming
+    the first parameter whose name or shape differs."""
     source = init_source(init_from, workdir)
     if not (source / "summary.json").exists():
         raise ConfigError(f"train.init_from: {source} is not a finished run (no summary.json)")
@@ -174,11 +177,12 @@ def load_initial_params(init_from: str, workdir: Path, params, opt_state):
         if step is None:
             raise ConfigError(f"train.init_from: {source} has no checkpoint")
         try:
-            loaded, _ = ckpt.restore(step, (params, opt_state))
-        except (ValueError, TypeError, KeyError) as e:
+            loaded = ckpt.restore_params(step, params)
+        except ParamsMismatch as e:
             raise ConfigError(
-                f"train.init_from: the parameters of {source} do not fit this model (same model config needed, "
-                f"apart from parameter-free changes such as RoPE scaling or data.seq_len for relative schemes): {e}"
+                f"train.init_from: the parameters of {source} do not fit this model ({e}); the same model config "
+                "is needed, apart from parameter-free changes such as RoPE scaling or data.seq_len for relative "
+                "schemes"
             ) from None
     finally:
         ckpt.close()
@@ -186,68 +190,79 @@ def load_initial_params(init_from: str, workdir: Path, params, opt_state):
 
 
 def fit(run: Run) -> None:
-    """Train from run.start_step to train.steps, logging every train.log_every steps, validating every
-    train.eval_every and checkpointing every train.checkpoint_every (and at the last step)."""
+    """Train from run.start_step to train.steps, logging every train.log_every steps (metrics.jsonl, TensorBoard,
+    W&B: research/training/metrics.py), validating every train.eval_every and checkpointing every
+    train.checkpoint_every (and at the last step). On a terminal, a progress bar shows the steps and the ETA."""
     t, objective = run.config.train, run.objective
     train_step = config_train_step(run.config, run.graphdef, run.tx, run.positions)
-    metrics = (
-        MetricsWriter(run.workdir / "metrics.jsonl", resume_step=run.start_step)
-        if is_primary()
-        else NullWriter()
-    )
-    window = Window()
+    primary = is_primary()
+    tracker = open_tracker(run.config, run.workdir, resume_step=run.start_step) if primary else NullWriter()
+    window = Window(make_schedule(t))
     try:
-        for step in range(run.start_step + 1, t.steps + 1):
-            batch = objective.batch(step - 1, jax.process_index(), jax.process_count())
-            inputs, targets, *masks = shard_batch(batch, run.mesh, local=True)  # masks: (mask, lengths) or ()
-            run.params, run.opt_state, loss = train_step(
-                run.params, run.opt_state, inputs, targets, jnp.int32(step - 1), *masks
-            )
-            window.add(loss)
-            last = step == t.steps
-            logs, saves = step % t.log_every == 0 or last, step % t.checkpoint_every == 0 or last
-            if (logs or saves) and not bool(
-                to_host(all_finite(run.params))
-            ):  # before anything of this step is
-                raise TrainingDiverged(  # written: no metrics of poisoned parameters, never saved over good ones
-                    f"non-finite parameters after step {step}; the last good checkpoint (step "
-                    f"{run.ckpt.latest_step()}) is kept in {run.workdir}"
+        with progress_bar(t.steps, run.start_step, enabled=primary and sys.stdout.isatty()) as advance:
+            for step in range(run.start_step + 1, t.steps + 1):
+                batch = objective.batch(step - 1, jax.process_index(), jax.process_count())
+                # masks: (mask, lengths) of a task batch, or ()
+                inputs, targets, *masks = shard_batch(batch, run.mesh, local=True)
+                run.params, run.opt_state, out = train_step(
+                    run.params, run.opt_state, inputs, targets, jnp.int32(step - 1), *masks
                 )
-            if logs:
-                record = window.close(run, step)
-                if t.eval_every and (step % t.eval_every == 0 or last):
-                    record.update(objective.validation(run.params))
-                metrics.write(step, record)
-                run.log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
-            if saves:
-                run.ckpt.save(step, (run.params, run.opt_state))
+                window.add(out)
+                advance(step)
+                last = step == t.steps
+                logs, saves = step % t.log_every == 0 or last, step % t.checkpoint_every == 0 or last
+                # Checked before anything of this step is written: no metrics of poisoned parameters, and never
+                # a checkpoint over good ones.
+                if (logs or saves) and not bool(to_host(all_finite(run.params))):
+                    raise TrainingDiverged(
+                        f"non-finite parameters after step {step}; the last good checkpoint (step "
+                        f"{run.ckpt.latest_step()}) is kept in {run.workdir}"
+                    )
+                if logs:
+                    record = window.close(run, step)
+                    if t.eval_every and (step % t.eval_every == 0 or last):
+                        record.update(objective.validation(run.params))
+                    tracker.write(step, record)
+                    run.log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
+                if saves:
+                    run.ckpt.save(step, (run.params, run.opt_state))
         run.ckpt.wait()
     finally:
-        metrics.close()
+        tracker.close()
         run.ckpt.close()
 
 
-class Window:
-    """The training losses since the last log line, summed on the device (no host sync per step)."""
+@jax.jit
+def _accumulate(sums: dict, metrics: dict) -> dict:
+    return jax.tree.map(jnp.add, sums, metrics)
 
-    def __init__(self):
+
+class Window:
+    """The train step's metrics since the last log line, summed on the device (no host sync per step)."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule  # count -> learning rate (research/training/step.py make_schedule)
         self.reset()
 
     def reset(self) -> None:
-        self.loss, self.steps, self.start = jnp.zeros(()), 0, time.time()
+        self.sums, self.steps, self.start = None, 0, time.time()
 
-    def add(self, loss) -> None:
-        self.loss, self.steps = self.loss + loss, self.steps + 1
+    def add(self, metrics: dict) -> None:
+        self.sums = metrics if self.sums is None else _accumulate(self.sums, metrics)
+        self.steps += 1
 
     def close(self, run: Run, step: int) -> dict:
-        """{"train/loss", throughput} of the window ending at `step`; TrainingDiverged on a non-finite mean loss."""
-        mean = float(to_host(self.loss)) / self.steps
-        if not math.isfinite(mean):
+        """{"train/loss", "train/grad_norm" (window means), "train/lr" (of step's update), throughput} of the
+        window ending at `step`; TrainingDiverged on a non-finite mean loss."""
+        means = {key: float(to_host(value)) / self.steps for key, value in self.sums.items()}
+        if not math.isfinite(means["loss"]):
             raise TrainingDiverged(
-                f"non-finite training loss ({mean}) in steps {step - self.steps + 1}..{step}; "
+                f"non-finite training loss ({means['loss']}) in steps {step - self.steps + 1}..{step}; "
                 f"the last good checkpoint (step {run.ckpt.latest_step()}) is kept in {run.workdir}"
             )
-        record = {"train/loss": mean, **run.objective.throughput(self.steps, time.time() - self.start)}
+        record = {"train/loss": means.pop("loss")} | {f"train/{key}": mean for key, mean in means.items()}
+        record["train/lr"] = float(self.schedule(step - 1))  # the update of step s uses optax count s - 1
+        record.update(run.objective.throughput(self.steps, time.time() - self.start))
         self.reset()
         return record
 

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from research.config import Config, ConfigError, differences, from_dict, to_dict
+from research.config import Config, ConfigError, from_dict, result_differences, to_dict
 from research.runtime.mesh import is_primary
 from research.training.metrics import atomic_write_json
 
@@ -26,8 +26,8 @@ def check_config(config: Config, workdir: Path) -> None:
     config_path = workdir / "config.json"
     if config_path.exists():
         previous = from_dict(Config, json.loads(config_path.read_text()))
-        if previous != config:
-            differ = differences(previous, config)
+        differ = result_differences(previous, config)
+        if differ:
             raise ConfigError(
                 f"{workdir} holds a run with a different config ({config_path}: {', '.join(differ[:5])} differ); "
                 "use another --workdir, delete it, or pass the saved values to continue it"

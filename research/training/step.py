@@ -1,9 +1,10 @@
 """The training step and its optimizer: a pure, jitted, donated function of (parameters, optimizer state, batch, step).
 
+    make_schedule(train) -> optax schedule: the learning rate of the update at step count c (0-based)
     make_optimizer(train, pretrained) -> optax transformation: global-norm clipping, AdamW with warmup + cosine decay
                                          (the pretrained table on its own branch when frozen)
     make_train_step(graphdef, tx, positions, seed, ...) -> step(params, opt_state, inputs, targets, step[, mask,
-                                         lengths]) -> (params, opt_state, loss)
+                                         lengths]) -> (params, opt_state, {"loss", "grad_norm"})
 Randomness (positions, dropout) is folded from (seed, step), so a resumed run computes exactly the same steps.
 """
 
@@ -26,17 +27,23 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def make_optimizer(t, pretrained=None) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW with warmup + cosine decay. With `pretrained` (model.pretrained) in mode
-    'frozen' or 'frozen_then_finetune', the embedding table gets its own branch of an optax.multi_transform:
-    zero updates, or AdamW scaled by 0 before step freeze_steps and by 1 from then on."""
-    schedule = optax.warmup_cosine_decay_schedule(
+def make_schedule(t) -> optax.Schedule:
+    """Linear warmup from 0 to train.learning_rate over warmup_steps, then cosine decay to learning_rate *
+    min_lr_ratio at train.steps: count -> learning rate. The update of loop step s (1-based) uses count s - 1."""
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=t.learning_rate,
         warmup_steps=t.warmup_steps,
         decay_steps=max(t.steps, t.warmup_steps + 1),  # optax needs a non-empty decay phase
         end_value=t.learning_rate * t.min_lr_ratio,
     )
+
+
+def make_optimizer(t, pretrained=None) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with `make_schedule(t)`. With `pretrained` (model.pretrained) in mode
+    'frozen' or 'frozen_then_finetune', the embedding table gets its own branch of an optax.multi_transform:
+    zero updates, or AdamW scaled by 0 before step freeze_steps and by 1 from then on."""
+    schedule = make_schedule(t)
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # no decay on gains
     adamw = lambda: optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask)
     mode = "finetune" if pretrained is None or pretrained.path is None else pretrained.mode
@@ -72,8 +79,9 @@ def cast_floating(tree, dtype):
 
 
 def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float32, loss_chunk: int = 0):
-    """Pure (params, opt_state, inputs[B,T], targets[B,T], step[, mask, lengths]) -> (params, opt_state, loss);
-    donated state.
+    """Pure (params, opt_state, inputs[B,T], targets[B,T], step[, mask, lengths]) -> (params, opt_state, metrics);
+    donated state. `metrics` holds scalars: "loss" (the mean loss) and "grad_norm" (the gradients' global norm,
+    before clipping).
 
     `mask` [B,T] (right-padded task batches, research/training/task.py) restricts the mean loss to the marked
     targets, and `lengths` [B] tells the position sampler each row's real length; without them every target
@@ -98,7 +106,9 @@ def make_train_step(graphdef, tx, positions, seed: int, compute_dtype=jnp.float3
             params, inputs, targets, pos, jax.random.fold_in(key, 1), mask
         )
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        # The reduction that optax.clip_by_global_norm computes too: XLA computes it once.
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return optax.apply_updates(params, updates), opt_state, metrics
 
     return jax.jit(train_step, donate_argnums=(0, 1))
 
