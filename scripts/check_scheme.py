@@ -21,7 +21,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
-    parser.add_argument("schemes", nargs="+", help="registered names or import paths pkg.mod:Config[@k=v,...]")
+    parser.add_argument(
+        "schemes", nargs="+", help="registered names or import paths pkg.mod:Config[@k=v,...]"
+    )
     args = parser.parse_args(argv)
     from research.analysis.contract import results, subject
 

@@ -247,10 +247,15 @@ def test_a_saved_config_reruns_without_its_experiment(tmp_path, capsys):
 
     exp = write_experiment(tmp_path)
     assert main([str(exp), "--workdir", str(tmp_path / "first")]) == 0
-    assert main(["--config", str(tmp_path / "first" / "config.json"), "--workdir", str(tmp_path / "again")]) == 0
+    assert (
+        main(["--config", str(tmp_path / "first" / "config.json"), "--workdir", str(tmp_path / "again")]) == 0
+    )
     first, again = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("first", "again"))
     assert again["metrics"] == first["metrics"] and again["config"] == first["config"]
-    assert main(["--config", str(tmp_path / "first"), "--workdir", str(tmp_path / "x"), "--train.steps", "1"]) == 0
+    assert (
+        main(["--config", str(tmp_path / "first"), "--workdir", str(tmp_path / "x"), "--train.steps", "1"])
+        == 0
+    )
     assert json.loads((tmp_path / "x" / "config.json").read_text())["train"]["steps"] == 1
     capsys.readouterr()
     for argv in ([str(exp), "--config", str(tmp_path / "first")], []):
