@@ -102,10 +102,10 @@ def by_position(groups: dict, folder: Path, *, name: str = "by_position") -> Pat
         return None
     train_len = (next(iter(groups.values()))[0]["summary"].get("config") or {}).get("data", {}).get("seq_len")
     fig, axes = plotting.figure(1, len(lengths), width=4.0, height=3.6, sharey=True)
-    for ax, name in zip(axes[0], lengths, strict=True):
-        length = int(LENGTH.search(name).group(1))
+    for ax, key_of_length in zip(axes[0], lengths, strict=True):
+        length = int(LENGTH.search(key_of_length).group(1))
         for key, label in sorted(labels(groups).items(), key=lambda kv: kv[1]):
-            curves = [m["summary"].get("by_position", {}).get(name) for m in groups[key]]
+            curves = [m["summary"].get("by_position", {}).get(key_of_length) for m in groups[key]]
             curves = np.asarray([c["bits_per_token"] for c in curves if c])
             if not len(curves):
                 continue
