@@ -34,6 +34,7 @@ def test_bench_rows_ratios_and_json(tmp_path, capsys):
         "--skip",
         "embedding",
         "reader",
+        "data",
         "--out",
         str(tmp_path),
     ]
@@ -149,7 +150,7 @@ def test_bench_in_bfloat16(tmp_path, capsys):
     r = reference("nope", {**TINY, "compute_dtype": "bfloat16"})
     assert "bf16" in r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).as_text()
     argv = ["--schemes", "nope", "--steps", "2", "--warmup", "1", "--json", "--compute_dtype", "bfloat16"]
-    argv += ["--skip", "variants", "profile", "compile", "embedding", "reader", "--out", str(tmp_path)]
+    argv += ["--skip", "variants", "profile", "compile", "embedding", "reader", "data", "--out", str(tmp_path)]
     assert main(argv + [f"--{k}={v}" for k, v in TINY.items()]) == 0
     captured = capsys.readouterr()
     (row,) = [json.loads(line) for line in captured.out.splitlines()]

@@ -138,7 +138,7 @@ def test_kill_minus_nine_five_times_then_resume_is_bitwise_equal(tmp_path, monke
     result = compare_runs(tmp_path / "reference", tmp_path / "killed")
     assert result["steps"] == list(range(1, 61))
     assert result["steps_ok"] and result["bitwise_equal"]
-    assert (tmp_path / "killed" / "log.txt").read_text().count("killed (SIGKILL)") == 5
+    assert (tmp_path / "killed" / "log.txt").read_text().count("### fault: kill") == 5
 
 
 @pytest.mark.slow
@@ -285,7 +285,9 @@ TASK_MODEL_AXIS = textwrap.dedent(
     for axis in (1, 2):
         with tempfile.TemporaryDirectory() as workdir:
             c = config(axis)
-            run = loop.setup(c, __import__("pathlib").Path(workdir), loop.objective_for(c), lambda m: None)
+            objective = loop.objective_for(c)
+            loop.validate(c, objective)
+            run = loop.setup(c, __import__("pathlib").Path(workdir), objective, lambda m: None)
             out[f"spec{axis}"] = str(run.params["embedding"]["table"].sharding.spec)
             loop.fit(run)
             out[axis] = run.objective.evaluate(run.params, lambda m: None)

@@ -77,7 +77,7 @@ def test_sweep_runs_skips_and_reports_failures(tmp_path, monkeypatch):
 
     lines = []
     assert run_sweep(f"{exp}", jobs=1, root=tmp_path / "runs", out=lines.append) == 0
-    assert "2 already finished, 0 to run" in lines[0]  # nothing redone
+    assert "2 already finished" in lines[0] and "0 to run" in lines[0]  # nothing redone
 
     # A failing run does not stop the others; it is listed with its log tail, and the count is non-zero.
     exp2 = tmp_path / "tiny_study2.py"
