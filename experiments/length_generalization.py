@@ -20,12 +20,13 @@ Commands:
   python scripts/train.py experiments/length_generalization.py:runlocal --workdir /tmp/run   # seconds
 """
 
+import dataclasses
 import statistics
 from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TaskConfig, TrainConfig
 from research.studies import plotting
-from research.studies.experiment import parse_knobs
+from research.studies.experiment import format_knobs, parse_knobs
 from research.studies.figures import evaluation_note
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
@@ -40,9 +41,11 @@ def knobs(arg):
         arg,
         small=False,
         runlocal=False,
+        paper_eval=False,
         task="reverse_string",
         positional="rope",
         positions="contiguous",
+        eval_positions="contiguous",
         seed=0,
     )
 
@@ -58,7 +61,7 @@ def get_config(arg: str = "") -> Config:
         positions["max_len"] = RANDOM_RANGE
         if k.positional == "learned":  # the table must cover every position drawn in training
             positional["max_len"] = RANDOM_RANGE
-    return Config(
+    config = Config(
         seed=k.seed,
         data=DataConfig(batch_size=32 if not k.runlocal else 8),
         model=ModelConfig(
@@ -80,6 +83,22 @@ def get_config(arg: str = "") -> Config:
             eval_examples=examples,
         ),
     )
+    return paper_evaluation(config, k) if k.eval_positions != "contiguous" else config
+
+
+def paper_evaluation(config: Config, k) -> Config:
+    """`eval_positions=randomized`: the trained randomized-positions run of the same cell and seed, evaluated with
+    random positions drawn as in training (Ruoss et al.'s reference code evaluates so) -> an evaluation-only run."""
+    if (k.positions, k.eval_positions) != ("randomized", "randomized"):
+        raise ValueError(
+            f"eval_positions: expected 'contiguous', or 'randomized' with positions=randomized; got "
+            f"eval_positions={k.eval_positions!r} with positions={k.positions!r}"
+        )
+    trained = {"positional": k.positional, "positions": "randomized", "seed": k.seed, "task": k.task}
+    positions = {**config.model.positions, "eval_mode": "randomized"}
+    train = dataclasses.replace(config.train, steps=0, warmup_steps=0, init_from=format_knobs(trained))
+    model = dataclasses.replace(config.model, positions=positions)
+    return dataclasses.replace(config, model=model, train=train)
 
 
 def sweep(add, arg: str = "") -> None:
@@ -90,6 +109,9 @@ def sweep(add, arg: str = "") -> None:
             for positional in SCHEMES:
                 for positions in SAMPLERS:
                     add(task=task, positional=positional, positions=positions, seed=seed)
+                if k.paper_eval:
+                    add(task=task, positional=positional, positions="randomized", eval_positions="randomized",
+                        seed=seed)  # fmt: skip
 
 
 def metrics() -> list[str]:
@@ -102,31 +124,43 @@ def metrics() -> list[str]:
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
-    """Accuracy vs input length: one panel per (task, sampler), one line per scheme (mean over seeds, band = min..max);
-    the copy-previous-token baseline dashed."""
+    """Accuracy vs input length: one panel per (task, sampler at training / at evaluation), one line per scheme (mean
+    over seeds, band = min..max)."""
     tasks = sorted({m["knobs"]["task"] for members in groups.values() for m in members})
-    fig, axes = plotting.figure(len(tasks), len(SAMPLERS), width=5.0, height=3.5, sharey=True)
+    columns = [c for c in COLUMNS if any(_column(m[0]["knobs"]) == c for m in groups.values())]
+    fig, axes = plotting.figure(len(tasks), len(columns), width=5.0, height=3.5, sharey=True)
     for row, task in enumerate(tasks):
-        for col, sampler in enumerate(SAMPLERS):
+        for col, column in enumerate(columns):
             ax = axes[row][col]
             for members in sorted(groups.values(), key=lambda g: g[0]["knobs"]["positional"]):
                 knob = members[0]["knobs"]
-                if knob["task"] != task or knob["positions"] != sampler:
-                    continue
-                per_run = [m["summary"]["metrics"] for m in members]
-                lengths = sorted(
-                    int(key.split("/")[1][4:])
-                    for key in per_run[0]
-                    if key.endswith("/token_accuracy") and "len_" in key
-                )
-                values = [[r[f"test/len_{n}/token_accuracy"] for r in per_run] for n in lengths]
-                band = ([min(v) for v in values], [max(v) for v in values]) if len(per_run) > 1 else None
-                plotting.line(ax, lengths, [statistics.fmean(v) for v in values], knob["positional"], band=band,
-                              marker="")  # fmt: skip
+                if knob["task"] == task and _column(knob) == column:
+                    _accuracy_line(ax, members, knob["positional"])
             ax.axvline(TRAIN_MAX, color="grey", linestyle=":", linewidth=1)
-            ax.set_title(f"{task}, {sampler} positions")
+            ax.set_title(
+                f"{task}, {column[0]} positions"
+                + (", randomized at test" if column[1] != "contiguous" else "")
+            )
             ax.set_xlabel("input length n (dotted: longest training length)")
             ax.set_ylabel("per-token accuracy (teacher-forced)")
     plotting.legend(fig)
     plotting.subtitle(fig, "Accuracy against input length", evaluation_note(groups))
     return [plotting.save_figure(fig, folder / "accuracy_vs_length.png")]
+
+
+COLUMNS = (("contiguous", "contiguous"), ("randomized", "contiguous"), ("randomized", "randomized"))
+"""The figure's columns: (positions in training, positions at evaluation)."""
+
+
+def _column(knob: dict) -> tuple[str, str]:
+    return knob["positions"], knob.get("eval_positions", "contiguous")
+
+
+def _accuracy_line(ax, members: list[dict], label: str) -> None:
+    per_run = [m["summary"]["metrics"] for m in members]
+    lengths = sorted(
+        int(key.split("/")[1][4:]) for key in per_run[0] if key.endswith("/token_accuracy") and "len_" in key
+    )
+    values = [[r[f"test/len_{n}/token_accuracy"] for r in per_run] for n in lengths]
+    band = ([min(v) for v in values], [max(v) for v in values]) if len(per_run) > 1 else None
+    plotting.line(ax, lengths, [statistics.fmean(v) for v in values], label, band=band, marker="")

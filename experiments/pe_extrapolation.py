@@ -30,6 +30,7 @@ Runtime on 2 CPU cores: see the table header of results/pe_extrapolation/table.m
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from research.studies import intervals
+from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import parse_knobs
 from research.studies.figures import by_position, extrapolation
 
@@ -162,3 +163,30 @@ def figures(groups: dict, folder):
     if windows:
         paths.append(by_position(windows, folder))
     return [p for p in paths if p is not None]
+
+
+PRESS = "Press et al. 2022 (arXiv 2108.12409), Fig. 1"
+CLAIMS = {
+    "alibi": ("<", "ALiBi extrapolates: no worse at 8× the training length than at it"),
+    "t5_bias": ("<", "T5 bias extrapolates: no worse at 8× the training length than at it"),
+    "rope": (">", "Rotary degrades past the training length"),
+    "sinusoidal": (">", "Sinusoidal degrades past the training length"),
+}
+"""Press et al.'s comparison as measurable claims: the change from L to 8L, against 0."""
+
+
+def verdicts(groups: dict) -> list:
+    """Each claim of CLAIMS judged on the non-overlapping windows of the 3-seed runs (research/studies/verdicts.py)."""
+    first, last = metrics()[0], metrics()[-1]
+    out = []
+    for scheme, (expect, claim) in CLAIMS.items():
+        key = verdicts_lib.group_key(groups, mode="windows", positional=scheme)
+        if key is None or len(groups[key]) < 3:  # the 3-seed study only (not :small or :demo)
+            continue
+        if est := verdicts_lib.paired(groups, (key, last), (key, first)):
+            out.append((verdicts_lib.Claim(
+                claim, PRESS, f"pe_extrapolation: {scheme}, byte LM trained at L = {SEQ_LEN}, 3 seeds",
+                f"bpb at {MULTIPLIERS[-1] * SEQ_LEN} minus at {SEQ_LEN}", expect,
+                command="make study",
+            ), est))  # fmt: skip
+    return out

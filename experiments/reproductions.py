@@ -38,6 +38,7 @@ from pathlib import Path
 
 from research.config import Config
 from research.studies import intervals
+from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import load_experiment, parse_knobs
 from research.studies.figures import extrapolation
 
@@ -168,3 +169,50 @@ def figures(groups: dict, folder):
         if subset:
             paths.append(extrapolation(subset, metrics(), folder, name=f"ablation_{name}"))
     return [p for p in paths if p is not None]
+
+
+SETUP = f"reproductions: byte LM trained at L = {SEQ_LEN}, 3 seeds"
+CLAIMS = [
+    # (ablation, claim, source, (variant, multiple of L), (variant, multiple of L), expect)
+    ("t5_bias", "T5 bias extrapolates once its capped bucket is trained (no worse at 8L than at L)",
+     "Press et al. 2022 (arXiv 2108.12409); Raffel et al. 2020", ("t5_bias+scaled_buckets", 8), ("t5_bias+scaled_buckets", 1),
+     "<"),
+    ("t5_bias", "Diagnosis: buckets scaled to L (16 up to L/2) lower T5's loss at 8L", "this study",
+     ("t5_bias+scaled_buckets", 8), ("t5_bias", 8), "<"),
+    ("cope", "CoPE generalises past the training length (no worse at 8L than at L)",
+     "Golovneva et al. 2024 (arXiv 2405.18719)", ("cope+npos17", 8), ("cope+npos17", 1), "<"),
+    ("cope", "Diagnosis: npos = L/4 + 1 (far counts share a trained row) lowers CoPE's loss at 8L", "this study",
+     ("cope+npos17", 8), ("cope", 8), "<"),
+    ("fire", "FIRE generalises past the training length (no worse at 8L than at L)",
+     "Li et al. 2023 (arXiv 2310.04418)", ("fire+threshold16", 8), ("fire+threshold16", 1), "<"),
+    ("fire", "Diagnosis: threshold L/4 (progressive interpolation trained) lowers FIRE's loss at 8L", "this study",
+     ("fire+threshold16", 8), ("fire", 8), "<"),
+    ("sinusoidal", "Sinusoidal positions help at the training length (vs NoPE, both with the paper's embedding)",
+     "Vaswani et al. 2017 §3.4", ("sinusoidal+paper_embedding", 1), ("nope+paper_embedding", 1), "<"),
+    ("sinusoidal", "Diagnosis: the paper's embedding (√d scale, std d^-1/2) lowers sinusoidal's loss at L",
+     "this study", ("sinusoidal+paper_embedding", 1), ("sinusoidal", 1), "<"),
+    ("yarn", "YaRN extends RoPE past the training length without fine-tuning (lower loss at 8L than RoPE)",
+     "Peng et al. 2023 (arXiv 2309.00071)", ("rope+yarn_derived", 8), ("rope", 8), "<"),
+    ("yarn", "Diagnosis: beta_fast derived for the head (2, not 32) costs less at L than YaRN's defaults",
+     "this study", ("rope+yarn_derived", 1), ("rope+yarn_default", 1), "<"),
+]  # fmt: skip
+"""The claims each ablation settles: the paper's claim on the paper-matched variant, then the diagnosis (the
+paper-matched variant against our default setup). Each is a paired difference of test bits per byte."""
+
+
+def verdicts(groups: dict) -> list:
+    """CLAIMS judged by their paired 95% intervals (research/studies/verdicts.py); claims without runs are left out."""
+    by_variant = {variant(members[0]["knobs"]): key for key, members in groups.items() if len(members) >= 3}
+    out = []
+    for ablation, claim, source, (a, ma), (b, mb), expect in CLAIMS:
+        if a not in by_variant or b not in by_variant:
+            continue
+        est = verdicts_lib.paired(groups, (by_variant[a], _metric(ma)), (by_variant[b], _metric(mb)))
+        quantity = f"{a} at {ma * SEQ_LEN} minus {b} at {mb * SEQ_LEN} (bpb)"
+        command = f"python scripts/sweep.py experiments/reproductions.py:ablation={ablation} --jobs 2"
+        out.append((verdicts_lib.Claim(claim, source, SETUP, quantity, expect, command=command), est))
+    return out
+
+
+def _metric(multiple: int) -> str:
+    return f"test/len_{multiple * SEQ_LEN}/bpb"

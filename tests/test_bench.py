@@ -150,7 +150,17 @@ def test_bench_in_bfloat16(tmp_path, capsys):
     r = reference("nope", {**TINY, "compute_dtype": "bfloat16"})
     assert "bf16" in r.step_fn.lower(r.params, r.opt_state, r.inputs, r.targets, jnp.int32(0)).as_text()
     argv = ["--schemes", "nope", "--steps", "2", "--warmup", "1", "--json", "--compute_dtype", "bfloat16"]
-    argv += ["--skip", "variants", "profile", "compile", "embedding", "reader", "data", "--out", str(tmp_path)]
+    argv += [
+        "--skip",
+        "variants",
+        "profile",
+        "compile",
+        "embedding",
+        "reader",
+        "data",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv + [f"--{k}={v}" for k, v in TINY.items()]) == 0
     captured = capsys.readouterr()
     (row,) = [json.loads(line) for line in captured.out.splitlines()]

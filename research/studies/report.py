@@ -12,6 +12,8 @@ per-document or per-example totals, else mean ± sample standard deviation over 
     figures(groups, folder) -> [path]     its own figures (default: metric against evaluation length, and the loss
                                           by position in the window)
     headline(groups) -> [line]            sentences measured from the runs, under the header (what the table shows)
+    verdicts(groups) -> [(Claim, Estimate)]  published claims judged by their interval (research/studies/verdicts.py):
+                                          written to verdicts.json/.md and into the table of results/README.md
     ID_GATE = 0.9                         task studies: flag out-of-distribution cells of groups whose
                                           in-distribution free-running sequence accuracy is below it
 A malformed or incomplete summary is named and left out; a cell without data stays empty.
@@ -31,7 +33,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from research.studies import intervals
+from research.studies import intervals, verdicts
 from research.studies.experiment import load_experiment, split_target, study_name
 from research.studies.figures import default_figures
 from research.training.metrics import atomic_write_text
@@ -108,6 +110,9 @@ def write_report(target: str, *, root="runs", out="results", command: str | None
     save_runs(rows, dest / "runs")
     atomic_write_text(dest / "summary.csv", summary_csv(rows, names))
     atomic_write_text(dest / "table.md", table)
+    if hasattr(module, "verdicts"):
+        verdicts.write([verdicts.row(c, est) for c, est in module.verdicts(groups)], dest)
+        verdicts.update_readme(Path(out))
     return dest
 
 
