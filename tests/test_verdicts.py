@@ -82,3 +82,10 @@ def test_a_readme_without_markers_is_left_alone(tmp_path):
     (tmp_path / "README.md").write_text("hand-written\n")
     assert verdicts.update_readme(tmp_path) is False
     assert (tmp_path / "README.md").read_text() == "hand-written\n"
+
+
+def test_a_study_without_claims_leaves_no_verdict_files(tmp_path):
+    verdicts.write([{c: "x" for c in verdicts.COLUMNS}], tmp_path)
+    assert (tmp_path / "verdicts.json").exists()
+    verdicts.write([], tmp_path)
+    assert not (tmp_path / "verdicts.json").exists() and not (tmp_path / "verdicts.md").exists()

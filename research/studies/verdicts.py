@@ -70,6 +70,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write(rows: list[dict], folder: Path) -> None:
+    """verdicts.json and .md in the study's results folder; none (and no stale ones) when it judges no claim."""
+    if not rows:
+        for name in ("verdicts.json", "verdicts.md"):
+            (folder / name).unlink(missing_ok=True)
+        return
     atomic_write_text(folder / "verdicts.json", json.dumps(rows, indent=1))
     atomic_write_text(folder / "verdicts.md", markdown(rows))
 
