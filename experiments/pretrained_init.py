@@ -5,10 +5,13 @@ The default corpus's train split is cut in two halves by document: the LM's trai
 recipes, research/vectors/train.py: skip-gram, 128 dimensions, 10 epochs, min_count 2; fastText with 3-6-character
 n-grams in 50k buckets), so the vectors never see the LM's training text. Word tokenizer (GPT-2-style split, at most
 8000 types, built on the LM's half for every fraction, so all runs share one vocabulary); the LM trains on the
-first 1%, 10% or 100% of its half's tokens (`data.train_fraction`).
+1%, 10% or 100% of its half's tokens (`data.train_fraction`), a different contiguous slice per seed
+(`data.train_fraction_start`, `slice_start`).
 
 Initialisations of the input table (untied readout, so the readout is always learned from scratch):
   random            the table's normal(0, 0.02) initialisation
+  random_frozen     the control: that random table, never updated (does freezing alone help at 1%, as a
+                    regulariser, whatever the vectors?)
   word2vec / fasttext, `finetune` (trained with the rest) or `frozen` (never updated; optax.multi_transform)
 Aligned rows are rescaled to the random table's standard deviation (0.02; `model.pretrained.rescale`), so that
 only the directions differ; tokens without a vector (punctuation-with-space pieces, rare words): random rows at
@@ -19,8 +22,8 @@ bits-per-byte and loss by train-frequency bucket of the target, and the vectors'
 analogies, WordSim-353 and SimLex-999 Spearman; research/vectors/intrinsic.py).
 
 Commands:
-  python scripts/sweep.py experiments/pretrained_init.py --jobs 2          # 5 inits x 3 fractions x 3 seeds
-  python scripts/sweep.py experiments/pretrained_init.py:small --jobs 2    # 1 seed (15 runs)
+  python scripts/sweep.py experiments/pretrained_init.py --jobs 2          # 6 inits x 3 fractions x 3 seeds
+  python scripts/sweep.py experiments/pretrained_init.py:small --jobs 2    # 1 seed (18 runs)
   python scripts/report.py experiments/pretrained_init.py[:small]
   python scripts/train.py experiments/pretrained_init.py:runlocal,init=fasttext_frozen --workdir /tmp/run
 """
@@ -38,7 +41,9 @@ VECTORS = {
     "word2vec": f"train:word2vec:wiki-sample:0.5-1.0,dim={DIM},epochs=10,min_count=2,seed=0",
     "fasttext": f"train:fasttext:wiki-sample:0.5-1.0,dim={DIM},epochs=10,min_count=2,seed=0,bucket=50000",
 }
-INITS = ("random", "word2vec_finetune", "word2vec_frozen", "fasttext_finetune", "fasttext_frozen")
+INITS = (
+    "random", "random_frozen", "word2vec_finetune", "word2vec_frozen", "fasttext_finetune", "fasttext_frozen",
+)  # fmt: skip
 FRACTIONS = (0.01, 0.1, 1.0)
 SEQ_LEN = 64
 BUCKETS = (10, 100, 1000)
@@ -60,7 +65,9 @@ def get_config(arg: str = "") -> Config:
             name: f"train:{name}:lee,dim=16,epochs=1,min_count=5,seed=0,bucket=1000" for name in VECTORS
         }
     pretrained = PretrainedConfig()
-    if k.init != "random":
+    if k.init == "random_frozen":  # the control: a frozen table that never saw any text
+        pretrained = PretrainedConfig(mode="frozen")
+    elif k.init != "random":
         source, mode = k.init.split("_")
         pretrained = PretrainedConfig(path=vectors[source], mode=mode, rescale=True)
     return Config(
@@ -69,6 +76,7 @@ def get_config(arg: str = "") -> Config:
             tokenizer={"name": "word", "max_size": 8000},
             train_docs=(0.0, 0.5),
             train_fraction=float(k.fraction),
+            train_fraction_start=slice_start(float(k.fraction), k.seed),
             seq_len=seq_len,
             batch_size=batch,
             max_eval_bytes=eval_bytes,
@@ -85,6 +93,12 @@ def get_config(arg: str = "") -> Config:
             length_multipliers=(1,), batch_size=16, valid_max_windows=32, frequency_buckets=BUCKETS
         ),
     )
+
+
+def slice_start(fraction: float, seed: int) -> float:
+    """Seed s trains on the slice starting at s/3 of the remaining tokens: three disjoint slices for fractions up to
+    1/3, so a small-data result is not one slice's (seed 0 takes the first)."""
+    return (seed % 3) / 3 * (1.0 - fraction)
 
 
 def sweep(add, arg: str = "") -> None:

@@ -96,8 +96,11 @@ class DataConfig(Section):
     the other half for something else, such as training word vectors (scripts/train_vectors.py
     `wiki-sample:0.5-1.0`)."""
     train_fraction: float = 1.0
-    """Train on the first fraction of the train split's tokens only; the tokenizer is still built on the whole
-    train split (same vocabulary for every fraction), e.g. for data-size ablations."""
+    """Train on a contiguous fraction of the train split's tokens only (from `train_fraction_start`); the tokenizer
+    is still built on the whole train split (same vocabulary for every fraction), e.g. for data-size ablations."""
+    train_fraction_start: float = 0.0
+    """Where that fraction starts, as a fraction of the train tokens (start + fraction <= 1): a different slice per
+    seed, so that a data-size result is not one slice's."""
     max_eval_bytes: int | None = None
     """Cap on the UTF-8 bytes of the valid/test splits scored: whole documents sampled across the split (by a hash
     of their content, so the same documents for every run), reported with their number; None = the whole split."""
@@ -110,6 +113,11 @@ class DataConfig(Section):
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(
                 f"{prefix}.train_fraction: expected 0 < fraction <= 1, got {self.train_fraction}"
+            )
+        if not 0.0 <= self.train_fraction_start <= 1.0 - self.train_fraction + 1e-9:
+            raise ConfigError(
+                f"{prefix}.train_fraction_start: expected 0 <= start <= 1 - train_fraction "
+                f"({1.0 - self.train_fraction:g}), got {self.train_fraction_start}"
             )
         if self.max_eval_bytes is not None and self.max_eval_bytes <= 0:
             raise ConfigError(f"{prefix}.max_eval_bytes: expected None or > 0, got {self.max_eval_bytes}")
@@ -142,7 +150,8 @@ class PretrainedConfig(Section):
     mode: Literal["finetune", "frozen", "frozen_then_finetune"] = "finetune"
     """'finetune' (train the table with the rest), 'frozen' (never update it), or 'frozen_then_finetune'
     (frozen for freeze_steps steps, then trained); through optax.multi_transform. A tied readout shares the
-    table, so freezing the table freezes it too."""
+    table, so freezing the table freezes it too. Without `path` the design's random table is frozen: the control
+    for pretrained vectors (does a frozen table help by itself, as a regulariser?)."""
     freeze_steps: int = 0
     """Steps the table stays frozen with mode='frozen_then_finetune'."""
     encoding: str = "utf-8"
@@ -151,8 +160,6 @@ class PretrainedConfig(Section):
     """What to do with words that do not decode: 'strict' (error naming the line), 'replace' or 'ignore'."""
 
     def check(self, prefix: str) -> None:
-        if self.path is None and (self.mode != "finetune" or self.freeze_steps):
-            raise ConfigError(f"{prefix}.mode/freeze_steps: need {prefix}.path (a vector file)")
         if self.freeze_steps < 0 or (self.freeze_steps and self.mode != "frozen_then_finetune"):
             raise ConfigError(
                 f"{prefix}.freeze_steps: expected >= 0, and > 0 only with mode='frozen_then_finetune', got "

@@ -431,11 +431,13 @@ def test_training_modes_through_multi_transform():
         "frozen": [0, 0, 0, 0, 0],
         "frozen_then_finetune": [0, 0, 0, 1, 1],
     }
-    for mode, table_moves in expected.items():
+    cases = [(mode, path) for mode in expected for path in ("vectors.txt", None)]  # None: the random table
+    for mode, path in cases:
+        table_moves = expected[mode]
         tx = make_optimizer(
             train,
             PretrainedConfig(
-                path="vectors.txt", mode=mode, freeze_steps=3 * (mode != "frozen" and mode != "finetune")
+                path=path, mode=mode, freeze_steps=3 * (mode != "frozen" and mode != "finetune")
             ),
         )
         state, current = tx.init(params), params
@@ -444,8 +446,15 @@ def test_training_modes_through_multi_transform():
             new = optax.apply_updates(current, updates)
             table_moved = bool(jnp.any(new["embedding"]["table"][...] != current["embedding"]["table"][...]))
             norm_moved = bool(jnp.any(new["final_norm"]["scale"][...] != current["final_norm"]["scale"][...]))
-            assert table_moved == bool(table_moves[step]) and norm_moved, (mode, step)
+            assert table_moved == bool(table_moves[step]) and norm_moved, (mode, path, step)
             current = new
+    char = resolve_model(ModelConfig(d_model=16, num_layers=1, num_heads=2, embedding={"name": "char_cnn"}),
+                         max_len=8, vocab_size=10)  # fmt: skip
+    _, char_params = nnx.split(
+        Transformer(char, vocab_size=10, rngs=nnx.Rngs(0), pieces=[str(i) for i in range(10)])
+    )
+    with pytest.raises(ConfigError, match="model.pretrained.mode: freezes the embedding table"):
+        make_optimizer(train, PretrainedConfig(mode="frozen")).init(char_params)
 
 
 def _vector_file(tmp_path, dim):
@@ -495,7 +504,6 @@ def test_pretrained_config_errors_name_the_field(tmp_path):
     for kwargs, message in [
         ({"path": path, "mode": "thaw"}, "model.pretrained.mode: expected one of"),
         ({"path": path, "freeze_steps": 5}, "model.pretrained.freeze_steps"),
-        ({"mode": "frozen"}, "need model.pretrained.path"),
         ({"path": str(tmp_path / "missing.txt")}, "model.pretrained.path: .*no such vector file"),
         ({"path": path, "unmatched": "ones"}, "model.pretrained.unmatched"),
         ({"path": path, "format": "npy"}, "model.pretrained.format"),
@@ -530,6 +538,15 @@ def test_train_docs_and_fraction_share_one_vocabulary():
     for field, value in [("train_docs", (0.5, 0.5)), ("train_fraction", 0.0)]:
         with pytest.raises(ConfigError, match=f"data.{field}"):
             validate_data_config(dataclasses.replace(base, **{field: value}))
+    later = prepare_data(dataclasses.replace(base, train_fraction=0.1, train_fraction_start=0.45))
+    tokens, start = np.asarray(full.splits["train"].tokens), round(0.45 * len(full.splits["train"].tokens))
+    np.testing.assert_array_equal(
+        later.splits["train"].tokens, tokens[start : start + len(tenth.splits["train"].tokens)]
+    )
+    with pytest.raises(
+        ConfigError, match=r"data.train_fraction_start: expected 0 <= start <= 1 - train_fraction \(0.9\)"
+    ):
+        validate_data_config(dataclasses.replace(base, train_fraction=0.1, train_fraction_start=0.95))
 
 
 # ------------------------------------------------------------------------------------------ intrinsic evaluation

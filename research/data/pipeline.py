@@ -171,10 +171,11 @@ def open_split(folder, split: str, meta: dict, tokenizer, data_config: DataConfi
     tokens, docs = open_tokens(folder, split, meta)
     info = meta["splits"][split]
     num_bytes, doc_bytes, offsets = info["bytes"], docs[:, 1], docs[:, 0]
-    if split == "train" and data_config.train_fraction < 1.0:  # the first part of the stream
+    if split == "train" and data_config.train_fraction < 1.0:  # a contiguous part of the stream
         keep = max(2, round(data_config.train_fraction * len(tokens)))
+        start = min(round(data_config.train_fraction_start * len(tokens)), len(tokens) - keep)
         num_bytes = round(num_bytes * keep / len(tokens))  # approximate: reported, not used for bpb
-        tokens, doc_bytes, offsets = tokens[:keep], None, None
+        tokens, doc_bytes, offsets = tokens[start : start + keep], None, None
     stateful = getattr(tokenizer, "stateful", False)
     return TokenSplit(
         tokens=tokens, num_bytes=num_bytes, num_documents=info["documents"], doc_bytes=doc_bytes,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from research.config import ConfigError
 from research.training.loss import fused_mean_nll, mean_nll
 
 
@@ -46,7 +47,7 @@ def make_optimizer(t, pretrained=None) -> optax.GradientTransformation:
     schedule = make_schedule(t)
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # no decay on gains
     adamw = lambda: optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=decay_mask)
-    mode = "finetune" if pretrained is None or pretrained.path is None else pretrained.mode
+    mode = "finetune" if pretrained is None else pretrained.mode  # without a path: the random table, frozen
     if mode == "finetune":
         inner = adamw()
     else:
@@ -63,11 +64,18 @@ PRETRAINED_TABLE = "['embedding']['table']"
 
 
 def pretrained_labels(params):
-    """'pretrained' for the embedding table, 'rest' for every other parameter."""
+    """'pretrained' for the embedding table, 'rest' for every other parameter; ConfigError when the embedding design
+    has no table to freeze."""
     label = lambda path, _: (
         "pretrained" if jax.tree_util.keystr(path).startswith(PRETRAINED_TABLE) else "rest"
     )
-    return jax.tree_util.tree_map_with_path(label, params)
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    if "pretrained" not in jax.tree.leaves(labels):
+        raise ConfigError(
+            f"model.pretrained.mode: freezes the embedding table (params{PRETRAINED_TABLE}), which this embedding "
+            "design does not have; use the 'table' or 'factorized' design, or mode='finetune'"
+        )
+    return labels
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
