@@ -154,3 +154,43 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         fig, "Test bits per byte against training data, by initialisation", evaluation_note(groups)
     )
     return [plotting.save_figure(fig, folder / "bpb_vs_data.png")]
+
+
+QI = "Qi et al. 2018 (NAACL, arXiv 1804.06323)"
+CLAIMS = [
+    # (claim, init, fractions: its gain over random_frozen at the first, minus that at the second if any; expect)
+    ("Pretrained (fastText) vectors help when training data is scarce: frozen, better than a frozen random table",
+     "fasttext_frozen", (0.01,), "<"),
+    ("Pretrained (word2vec) vectors help when training data is scarce: frozen, better than a frozen random table",
+     "word2vec_frozen", (0.01,), "<"),
+    ("The gain of pretrained (fastText) vectors shrinks as training data grows (100% against 1%)",
+     "fasttext_frozen", (1.0, 0.01), ">"),
+]  # fmt: skip
+"""Qi et al. 2018's finding, as measurable claims. Each gain is an initialisation minus the frozen random control
+(same fraction, same slice per seed), so that what a frozen table does by itself is not credited to the vectors."""
+
+
+def verdicts(groups: dict) -> list:
+    from research.studies import verdicts as v
+    from research.studies.intervals import difference
+
+    metric, out = metrics()[0], []
+
+    def gain(init, fraction):
+        a = v.group_key(groups, fraction=fraction, init=init)
+        b = v.group_key(groups, fraction=fraction, init="random_frozen")
+        return None if a is None or b is None else v.paired(groups, (a, metric), (b, metric))
+
+    for claim, init, fractions, expect in CLAIMS:
+        gains = [gain(init, f) for f in fractions]
+        if None in gains:
+            continue
+        est = gains[0] if len(gains) == 1 else difference(*gains)
+        seeds = len(groups[v.group_key(groups, fraction=fractions[0], init=init)])
+        at = " minus the same at ".join(f"{f:.0%}" for f in fractions)
+        out.append((v.Claim(
+            claim, QI, f"pretrained_init: word LM, {seeds} seed(s), untied readout",
+            f"{init} minus random_frozen (test bpb), at {at}", expect,
+            command="python scripts/sweep.py experiments/pretrained_init.py" + (":small" if seeds == 1 else "") + " --jobs 2",
+        ), est))  # fmt: skip
+    return out
