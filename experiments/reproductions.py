@@ -191,8 +191,12 @@ CLAIMS = [
      "Vaswani et al. 2017 §3.4", ("sinusoidal+paper_embedding", 1), ("nope+paper_embedding", 1), "<"),
     ("sinusoidal", "Diagnosis: the paper's embedding (√d scale, std d^-1/2) lowers sinusoidal's loss at L",
      "this study", ("sinusoidal+paper_embedding", 1), ("sinusoidal", 1), "<"),
-    ("yarn", "YaRN extends RoPE past the training length without fine-tuning (lower loss at 8L than RoPE)",
-     "Peng et al. 2023 (arXiv 2309.00071)", ("rope+yarn_derived", 8), ("rope", 8), "<"),
+    ("yarn", "YaRN extends RoPE past the training length without fine-tuning (lower loss at 8L than RoPE), "
+     "paper's beta_fast = 32", "Peng et al. 2023 (arXiv 2309.00071)", ("rope+yarn_default", 8), ("rope", 8), "<"),
+    ("yarn", "The same with beta_fast derived for our head (2)", "Peng et al. 2023 (arXiv 2309.00071)",
+     ("rope+yarn_derived", 8), ("rope", 8), "<"),
+    ("yarn", "YaRN's attention temperature (0.1 ln s + 1) lowers the loss past the training length",
+     "Peng et al. 2023 (arXiv 2309.00071)", ("rope+yarn_derived", 8), ("rope+yarn_derived_no_temperature", 8), "<"),
     ("yarn", "Diagnosis: beta_fast derived for the head (2, not 32) costs less at L than YaRN's defaults",
      "this study", ("rope+yarn_derived", 1), ("rope+yarn_default", 1), "<"),
 ]  # fmt: skip
