@@ -167,7 +167,11 @@ def figures(groups: dict, folder):
         wanted = {p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants}
         subset = {key: members for key, members in groups.items() if variant(members[0]["knobs"]) in wanted}
         if subset:
-            paths.append(extrapolation(subset, metrics(), folder, name=f"ablation_{name}"))
+            order = [p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants]
+            paths.append(extrapolation(
+                subset, metrics(), folder, name=f"ablation_{name}", label=variant, order=order,
+                title=f"The {name} ablation: test bits per byte against evaluation length (first: our default)",
+            ))  # fmt: skip
     return [p for p in paths if p is not None]
 
 

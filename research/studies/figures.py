@@ -56,10 +56,12 @@ def evaluation_note(groups: dict) -> str:
 
 
 def extrapolation(
-    groups: dict, names: list[str], folder: Path, *, panels: dict | None = None, name: str = "extrapolation"
-) -> Path | None:
+    groups: dict, names: list[str], folder: Path, *, panels: dict | None = None, name: str = "extrapolation",
+    label=None, order=None, title: str = "Test loss against evaluation length",
+) -> Path | None:  # fmt: skip
     """The metric against evaluation length; `panels` ({title: groups}) draws several side by side with one y
-    axis (default: one panel of every group)."""
+    axis (default: one panel of every group). `label(knobs) -> str` names a group's line (default: the knobs that
+    vary); `order`, the labels in the order of their colours (plotting.colour)."""
     with_length = sorted((int(LENGTH.search(m).group(1)), m) for m in names if LENGTH.search(m))
     if not with_length:
         return None
@@ -67,19 +69,25 @@ def extrapolation(
     fig, axes = plotting.figure(
         1, len(panels), width=5.2 if len(panels) > 1 else 6.8, height=4.2, sharey=True
     )
-    for ax, (title, subset) in zip(axes[0], panels.items(), strict=True):
-        _length_curves(ax, subset, with_length)
-        ax.set_title(title)
+    for ax, (panel, subset) in zip(axes[0], panels.items(), strict=True):
+        _length_curves(ax, subset, with_length, label=label, order=order)
+        ax.set_title(panel)
     axes[0][0].set_ylabel(f"test {with_length[0][1].rsplit('/', 1)[-1]} (lower is better)")
     plotting.legend(fig)
-    plotting.subtitle(fig, "Test loss against evaluation length", evaluation_note(groups))
+    plotting.subtitle(fig, title, evaluation_note(groups))
     return plotting.save_figure(fig, folder / f"{name}.png")
 
 
-def _length_curves(ax, groups: dict, with_length: list[tuple[int, str]]) -> None:
+def _length_curves(ax, groups: dict, with_length: list[tuple[int, str]], *, label=None, order=None) -> None:
     xs = [x for x, _ in with_length]
     estimates = {m: intervals.estimate(groups, m) for _, m in with_length}
-    for key, label in sorted(labels(groups).items(), key=lambda kv: kv[1]):
+    named = labels(groups) if label is None else {k: label(g[0]["knobs"]) for k, g in groups.items()}
+    rank = (
+        (lambda kv: list(order).index(kv[1]) if kv[1] in order else len(order))
+        if order
+        else (lambda kv: kv[1])
+    )
+    for key, label in sorted(named.items(), key=rank):
         points = [(x, estimates[m].get(key)) for x, m in with_length]
         points = [(x, e) for x, e in points if e is not None]
         if not points:
@@ -87,7 +95,7 @@ def _length_curves(ax, groups: dict, with_length: list[tuple[int, str]]) -> None
         band = None
         if all(e.lo is not None for _, e in points):
             band = ([e.lo for _, e in points], [e.hi for _, e in points])
-        plotting.line(ax, [x for x, _ in points], [e.mean for _, e in points], label, band=band)
+        plotting.line(ax, [x for x, _ in points], [e.mean for _, e in points], label, band=band, order=order)
     plotting.length_axis(ax, xs)
     ax.axvline(xs[0], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("evaluation length (tokens); dotted: the training length")

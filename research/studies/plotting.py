@@ -35,8 +35,12 @@ def colour(label: str, order=None) -> str:
     base = label.split(" ")[0].split(",")[0]
     if base in _FIXED:
         return _PALETTE[_FIXED.index(base) % len(_PALETTE)]
-    if order is not None and label in order:
-        return _PALETTE[list(order).index(label) % len(_PALETTE)]
+    if order is not None and label in order:  # the palette entries the fixed labels in `order` leave free
+        fixed = {_PALETTE[_FIXED.index(b) % len(_PALETTE)] for b in (o.split(" ")[0].split(",")[0] for o in order)
+                 if b in _FIXED}  # fmt: skip
+        free = [c for c in _PALETTE if c not in fixed]
+        own = [o for o in order if o.split(" ")[0].split(",")[0] not in _FIXED]
+        return free[own.index(label) % len(free)]
     digest = int(hashlib.sha1(label.encode()).hexdigest(), 16)
     return _PALETTE[digest % len(_PALETTE)]
 
