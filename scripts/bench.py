@@ -7,6 +7,7 @@ The sections and what each measures: research/bench/sections.py.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -41,11 +42,13 @@ def main(argv=None) -> int:
     for name, section in SECTIONS.items():
         if (name in args.only) if args.only else (name == "steps" or name not in args.skip):
             rows += section(ctx)
-    result = ctx.result | run_info()
+    command = " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])])
+    result = provenance(ctx.result, run_info() | {"command": command, "date": datetime.date.today().isoformat()},
+                        args.only)  # fmt: skip
     if args.json:
         for r in rows:
             print(json.dumps(r))
-    table = render(result, " ".join(["python scripts/bench.py", *(argv or sys.argv[1:])]))
+    table = render(result, command)
     if not args.json:
         print(table)
     if args.out:
@@ -56,6 +59,19 @@ def main(argv=None) -> int:
         if result["rows"]:
             plot(result, out / "steps.png")
     return 0
+
+
+PROVENANCE = ("git_sha", "versions", "device", "machine", "command", "date")
+
+
+def provenance(result: dict, info: dict, only: list[str]) -> dict:
+    """A full run is described by this run's machine, versions and command. With --only, the saved results keep
+    theirs, and each section measured now records its own under `sections` (the table names both)."""
+    if not only:
+        return {k: v for k, v in result.items() if k != "sections"} | info
+    kept = {k: result[k] for k in PROVENANCE if k in result}
+    sections = {**result.get("sections", {}), **{name: info for name in only}}
+    return result | info | kept | {"sections": sections}
 
 
 def previous_result(out: str) -> dict:

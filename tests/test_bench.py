@@ -204,3 +204,24 @@ def test_data_section_merges_into_the_saved_results(tmp_path, monkeypatch, capsy
     assert all(r["peak_rss_mb"] > 10 for r in result["data"]["rows"] if "peak_rss_mb" in r)
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| prepare/bpe/1_process |" in table and "Drawing one reference batch" in table
+
+
+def test_a_merged_section_keeps_the_saved_provenance_and_states_its_own():
+    """`--only data` on a saved bench.json: the header still names the full run's command, date and machine, and
+    the merged section gets its own line."""
+    sys.path.insert(0, "scripts")
+    from bench import provenance
+
+    from research.bench.report import _provenance
+
+    saved = {"rows": [], "machine": {"cpu": "Old CPU", "cores": 2}, "command": "python scripts/bench.py",
+             "date": "2026-12-02", "versions": {"jax": "old"}, "device": {"count": 1, "kind": "cpu"}}  # fmt: skip
+    now = {"machine": {"cpu": "New CPU", "cores": 2}, "command": "python scripts/bench.py --only data",
+           "date": "2026-12-07", "versions": {"jax": "new"}, "device": {"count": 1, "kind": "cpu"}, "git_sha": "abc"}  # fmt: skip
+    merged = provenance(saved, now, ["data"])
+    assert merged["machine"]["cpu"] == "Old CPU" and merged["date"] == "2026-12-02"
+    assert merged["sections"]["data"]["machine"]["cpu"] == "New CPU"
+    assert "Old CPU" in _provenance(merged, "x") and "2026-12-07" in _provenance(
+        merged["sections"]["data"], "x"
+    )
+    assert "sections" not in provenance(merged, now, [])  # a full run describes itself

@@ -81,19 +81,28 @@ def _peer_panel(ax, result: dict, peer: dict) -> None:
 
 def render(result: dict, command: str) -> str:
     ref = result["reference"]
-    m = result["machine"]
     lines = [
         "# Benchmark" if not result["rows"] else "# Training-step benchmark",
         "",
-        f"`{command}` on {datetime.date.today().isoformat()}; {m['cpu']}, {m['cores']} cores, "
-        f"{result['device']['count']} × {result['device']['kind']}, "
-        f"{'huge pages for host buffers' if m.get('huge_pages') else 'default malloc, no huge pages'} "
-        f"(research/runtime/hostmem.py), native kernels {m.get('native_kernels', 'n/a')} (research/runtime/native.py); "
-        + ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items())),
+        _provenance(result, command),
     ]
+    for name, info in sorted(result.get("sections", {}).items()):
+        lines += ["", f"Section `{name}`: " + _provenance(info, info["command"])]
     if result["rows"]:  # the step table (left out with --skip steps) and its plot
         lines += _step_table(result, ref) + ["", "![step time / nope, ours / peer](steps.png)"]
     return "\n".join(lines + _other_rows(result)) + "\n"
+
+
+def _provenance(info: dict, command: str) -> str:
+    """`command` on date; machine, device, versions: where and how a set of rows was measured."""
+    m = info["machine"]
+    return (
+        f"`{info.get('command', command)}` on {info.get('date', datetime.date.today().isoformat())}; {m['cpu']}, "
+        f"{m['cores']} cores, {info['device']['count']} × {info['device']['kind']}, "
+        f"{'huge pages for host buffers' if m.get('huge_pages') else 'default malloc, no huge pages'} "
+        f"(research/runtime/hostmem.py), native kernels {m.get('native_kernels', 'n/a')} (research/runtime/native.py); "
+        + ", ".join(f"{k} {v}" for k, v in sorted(info["versions"].items()))
+    )
 
 
 def _timing(result: dict) -> str:
