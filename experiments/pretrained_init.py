@@ -57,7 +57,7 @@ def get_config(arg: str = "") -> Config:
     k = knobs(arg)
     if k.init not in INITS:
         raise ValueError(f"init: expected one of {', '.join(INITS)}, got {k.init!r}")
-    steps, eval_bytes, layers, seq_len, batch, dim = 200, 60_000, 2, SEQ_LEN, 16, DIM
+    steps, eval_bytes, layers, seq_len, batch, dim = 200, None, 2, SEQ_LEN, 16, DIM  # None: every test document
     vectors = dict(VECTORS)
     if k.runlocal:
         steps, eval_bytes, layers, seq_len, batch, dim = 4, 5_000, 1, 16, 4, 16
