@@ -89,3 +89,23 @@ def test_a_study_without_claims_leaves_no_verdict_files(tmp_path):
     assert (tmp_path / "verdicts.json").exists()
     verdicts.write([], tmp_path)
     assert not (tmp_path / "verdicts.json").exists() and not (tmp_path / "verdicts.md").exists()
+
+
+def test_too_few_test_documents_give_no_interval_and_no_verdict():
+    """A bootstrap over one or two documents is not an interval: the estimate has none, the claim is inconclusive."""
+    from research.studies.intervals import MIN_UNITS, estimate
+    from research.studies.report import group
+
+    doc_bytes = [100] * (MIN_UNITS - 1)
+    rows = [
+        {"knobs": {"positional": pe, "seed": "0"},
+         "summary": _summary_with_documents([b * f for b in doc_bytes], doc_bytes)}
+        for pe, f in (("nope", 2.0), ("alibi", 1.5))
+    ]  # fmt: skip
+    est = estimate(group(rows), "test/len_8/bpb")
+    assert all(e.lo is None for e in est.values())
+    claim = verdicts.Claim("c", "s", "u", "q", "<")
+    diff = verdicts.paired(
+        group(rows), ("positional=alibi", "test/len_8/bpb"), ("positional=nope", "test/len_8/bpb")
+    )
+    assert verdicts.judge(claim, diff) == "inconclusive (no interval)"

@@ -23,6 +23,9 @@ import numpy as np
 
 RESAMPLES = 2000
 SEED = 0
+MIN_UNITS = 5
+"""Fewer test units than this give no interval (a bootstrap over one or two documents is not one): the table falls
+back to the spread over seeds, and a verdict to 'inconclusive'."""
 _LENGTH_METRIC = re.compile(r"^(test/len_\d+)/(bpb|loss)$")
 _TASK_METRIC = re.compile(r"^test/(in_dist|ood|len_(\d+))/(free_)?(token|sequence)_accuracy$")
 
@@ -99,7 +102,7 @@ def estimate(groups: dict[str, list[dict]], metric: str) -> dict[str, Estimate]:
     out = {}
     funcs = {g: [statistic(r["summary"], metric) for r in members] for g, members in groups.items()}
     sizes = {units(r["summary"]) for members in groups.values() for r in members}
-    paired = len(sizes) == 1 and None not in sizes
+    paired = len(sizes) == 1 and None not in sizes and min(sizes) >= MIN_UNITS
     idx = draws(sizes.pop()) if paired else None
     for g, members in groups.items():
         values = [r["summary"]["metrics"].get(metric) for r in members]
@@ -126,7 +129,7 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
 def describe(groups: dict[str, list[dict]]) -> str | None:
     """One sentence on the interval method and the units, for under a table; None without per-unit data."""
     sizes = {units(r["summary"]) for members in groups.values() for r in members}
-    if len(sizes) != 1 or None in sizes:
+    if len(sizes) != 1 or None in sizes or min(sizes) < MIN_UNITS:
         return None
     n = sizes.pop()
     any_run = next(iter(groups.values()))[0]["summary"]
