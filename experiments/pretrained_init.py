@@ -57,7 +57,8 @@ def get_config(arg: str = "") -> Config:
     k = knobs(arg)
     if k.init not in INITS:
         raise ValueError(f"init: expected one of {', '.join(INITS)}, got {k.init!r}")
-    steps, eval_bytes, layers, seq_len, batch, dim = 200, None, 2, SEQ_LEN, 16, DIM  # None: every test document
+    # eval_bytes None: every test document (a byte cap keeps too few for an interval)
+    steps, eval_bytes, layers, seq_len, batch, dim = 200, None, 2, SEQ_LEN, 16, DIM
     vectors = dict(VECTORS)
     if k.runlocal:
         steps, eval_bytes, layers, seq_len, batch, dim = 4, 5_000, 1, 16, 4, 16
