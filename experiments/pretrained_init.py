@@ -33,8 +33,10 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, PretrainedConfig
 from research.studies import plotting
+from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import parse_knobs, schedule
 from research.studies.figures import evaluation_note
+from research.studies.intervals import difference
 
 DIM = 128
 VECTORS = {
@@ -172,24 +174,21 @@ CLAIMS = [
 
 
 def verdicts(groups: dict) -> list:
-    from research.studies import verdicts as v
-    from research.studies.intervals import difference
-
     metric, out = metrics()[0], []
 
     def gain(init, fraction):
-        a = v.group_key(groups, fraction=fraction, init=init)
-        b = v.group_key(groups, fraction=fraction, init="random_frozen")
-        return None if a is None or b is None else v.paired(groups, (a, metric), (b, metric))
+        a = verdicts_lib.group_key(groups, fraction=fraction, init=init)
+        b = verdicts_lib.group_key(groups, fraction=fraction, init="random_frozen")
+        return None if a is None or b is None else verdicts_lib.paired(groups, (a, metric), (b, metric))
 
     for claim, init, fractions, expect in CLAIMS:
         gains = [gain(init, f) for f in fractions]
         if None in gains:
             continue
         est = gains[0] if len(gains) == 1 else difference(*gains)
-        seeds = len(groups[v.group_key(groups, fraction=fractions[0], init=init)])
+        seeds = len(groups[verdicts_lib.group_key(groups, fraction=fractions[0], init=init)])
         at = " minus the same at ".join(f"{f:.0%}" for f in fractions)
-        out.append((v.Claim(
+        out.append((verdicts_lib.Claim(
             claim, QI, f"pretrained_init: word LM, {seeds} seed(s), untied readout",
             f"{init} minus random_frozen (test bpb), at {at}", expect,
             command="python scripts/sweep.py experiments/pretrained_init.py" + (":small" if seeds == 1 else "") + " --jobs 2",

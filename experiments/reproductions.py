@@ -37,7 +37,6 @@ import dataclasses
 from pathlib import Path
 
 from research.config import Config
-from research.studies import intervals
 from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import load_experiment, parse_knobs
 from research.studies.figures import extrapolation
@@ -123,9 +122,13 @@ def metrics() -> list[str]:
     return BASE.metrics()
 
 
+def variant_name(positional: str, recipe: str = "") -> str:
+    """`rope`, `t5_bias+scaled_buckets`, `rope+yarn_default` (an evaluation-only recipe without its `eval_`)."""
+    return positional + (f"+{recipe.removeprefix('eval_')}" if recipe else "")
+
+
 def variant(knob: dict) -> str:
-    recipe = knob.get("recipe", "")
-    return knob["positional"] + (f"+{recipe.removeprefix('eval_')}" if recipe else "")
+    return variant_name(knob["positional"], knob.get("recipe", ""))
 
 
 def headline(groups: dict) -> list[str]:
@@ -134,7 +137,7 @@ def headline(groups: dict) -> list[str]:
     by_variant = {variant(members[0]["knobs"]): key for key, members in groups.items()}
     lines = []
     for name, variants in ABLATIONS.items():
-        names = [p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants]
+        names = [variant_name(p, r) for p, r in variants]
         if names[0] not in by_variant:
             continue
         parts = []
@@ -152,9 +155,7 @@ def headline(groups: dict) -> list[str]:
 def _difference(groups, key, reference, first, last) -> str:
     out = []
     for metric, label in ((first, f"{SEQ_LEN}"), (last, f"{8 * SEQ_LEN}")):
-        est = intervals.estimate(groups, metric)
-        if key in est and reference in est:
-            d = intervals.difference(est[key], est[reference])
+        if (d := verdicts_lib.paired(groups, (key, metric), (reference, metric))) is not None:
             ci = f" [{d.lo:+.3f}, {d.hi:+.3f}]" if d.lo is not None else ""
             out.append(f"{d.mean:+.3f}{ci} at {label}")
     return ", ".join(out)
@@ -164,10 +165,9 @@ def figures(groups: dict, folder):
     """One figure per ablation: bits per byte against evaluation length, each variant a line."""
     paths = []
     for name, variants in ABLATIONS.items():
-        wanted = {p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants}
-        subset = {key: members for key, members in groups.items() if variant(members[0]["knobs"]) in wanted}
+        order = [variant_name(p, r) for p, r in variants]
+        subset = {key: members for key, members in groups.items() if variant(members[0]["knobs"]) in order}
         if subset:
-            order = [p + (f"+{r.removeprefix('eval_')}" if r else "") for p, r in variants]
             paths.append(extrapolation(
                 subset, metrics(), folder, name=f"ablation_{name}", label=variant, order=order,
                 title=f"The {name} ablation: test bits per byte against evaluation length (first: our default)",

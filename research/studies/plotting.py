@@ -32,17 +32,21 @@ def colour(label: str, order=None) -> str:
     """A label's colour, the same in every figure: fixed for the positional schemes (every study); for a study's
     own labels, by their place in `order` (the experiment's list of them, so no two collide); else from a hash of
     the label (stable across runs and machines)."""
-    base = label.split(" ")[0].split(",")[0]
-    if base in _FIXED:
-        return _PALETTE[_FIXED.index(base) % len(_PALETTE)]
+    if (fixed := _fixed_colour(label)) is not None:
+        return fixed
     if order is not None and label in order:  # the palette entries the fixed labels in `order` leave free
-        fixed = {_PALETTE[_FIXED.index(b) % len(_PALETTE)] for b in (o.split(" ")[0].split(",")[0] for o in order)
-                 if b in _FIXED}  # fmt: skip
-        free = [c for c in _PALETTE if c not in fixed]
-        own = [o for o in order if o.split(" ")[0].split(",")[0] not in _FIXED]
+        taken = {_fixed_colour(o) for o in order}
+        free = [c for c in _PALETTE if c not in taken]
+        own = [o for o in order if _fixed_colour(o) is None]
         return free[own.index(label) % len(free)]
     digest = int(hashlib.sha1(label.encode()).hexdigest(), 16)
     return _PALETTE[digest % len(_PALETTE)]
+
+
+def _fixed_colour(label: str) -> str | None:
+    """The fixed colour of a positional scheme's label (`alibi`, `alibi, sliding`), else None."""
+    base = label.split(" ")[0].split(",")[0]
+    return _PALETTE[_FIXED.index(base) % len(_PALETTE)] if base in _FIXED else None
 
 
 def short_label(knobs: dict, varying: list[str] | None = None) -> str:
