@@ -23,10 +23,23 @@ Commands:
   python scripts/sweep.py experiments/pe_extrapolation.py:small        # every scheme x 1 seed
   python scripts/sweep.py experiments/pe_extrapolation.py:all          # every scheme x 3 seeds
   python scripts/sweep.py experiments/pe_extrapolation.py:demo         # make demo: 6 schemes x 1 seed, short
+  python scripts/sweep.py experiments/pe_extrapolation.py:lr_grid --jobs 2   # fair budgets: 6 schemes x 3 rates
+  python scripts/sweep.py experiments/pe_extrapolation.py:long --jobs 2 --reuse results/pe_extrapolation/runs
+                                                                       # 6 schemes at 4x the steps (and at 1x)
   python scripts/train.py experiments/pe_extrapolation.py:runlocal,positional=alibi --workdir /tmp/run  # seconds
+
+Fair budgets (two knobs, seed 0, non-overlapping windows; the report's headline says what they show):
+- `lr_grid`: every classic scheme at each rate of LR_GRID (the main study's 6e-3 was tuned on RoPE alone); each
+  scheme's rate is picked on the valid split (summary `valid/loss` after the last step), and the test is reported
+  at that rate, beside the test at 6e-3.
+- `long`: the six at 4x the steps (2000, ~4.1M training tokens, ~1.4 epochs of the train split; same peak rate and
+  cosine schedule stretched), beside their 500-step runs: does the ranking at the training length and at 8x hold?
 
 Runtime on 2 CPU cores: see the table header of results/pe_extrapolation/table.md (measured wall time).
 """
+
+import math
+import statistics
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from research.studies import intervals
@@ -51,18 +64,22 @@ SPECS = {"per_layer": {"name": "per_layer", "pattern": ["rope", "rope", "nope"]}
 SEQ_LEN = 64  # short, so that the study fits in about an hour on 2 CPU cores
 MULTIPLIERS = (1, 2, 4, 8)
 SLIDING_STRIDE = 128
+LEARNING_RATE = 6e-3  # best of LR_GRID for rope at 400 steps
+LR_GRID = (2e-3, 6e-3, 1.2e-2)  # x1/3, x1, x2 around it: a divergence at 1.2e-2 shows on the valid split
+STEPS = 500
 CORPUS = {"name": "wiki-sample", "test_fraction": 0.2}  # 21 test articles: enough documents for an interval
 
 
 def knobs(arg):
     return parse_knobs(
-        arg, demo=False, runlocal=False, small=False, all=False, positional="rope", seed=0, mode="windows"
-    )
+        arg, demo=False, runlocal=False, small=False, all=False, lr_grid=False, long=False, positional="rope",
+        seed=0, mode="windows", lr=LEARNING_RATE, budget=1,
+    )  # fmt: skip
 
 
 def get_config(arg: str = "") -> Config:
     k = knobs(arg)
-    steps, d_model, layers, eval_bytes = 500, 128, 3, None
+    steps, d_model, layers, eval_bytes = STEPS * int(k.budget), 128, 3, None
     if k.demo:  # make demo: the phenomenon in <= 10 minutes of runs on 2 CPU cores (the table header says)
         steps, eval_bytes = 400, 100_000
     if k.runlocal:
@@ -85,7 +102,7 @@ def get_config(arg: str = "") -> Config:
         ),
         train=TrainConfig(
             steps=0 if sliding else steps,
-            learning_rate=6e-3,  # best of {2e-3, 6e-3, 1.2e-2} for rope at 400 steps
+            learning_rate=float(k.lr),
             warmup_steps=0 if sliding else max(1, steps // 10),
             log_every=max(1, min(50, steps // 4)),
             eval_every=max(1, steps // 3),
@@ -103,6 +120,13 @@ def get_config(arg: str = "") -> Config:
 
 def sweep(add, arg: str = "") -> None:
     k = knobs(arg)
+    if (
+        k.lr_grid or k.long
+    ):  # fair budgets: seed 0, non-overlapping windows (the main study's seed 0 at budget 1)
+        for positional in SCHEMES:
+            for option in [{"lr": lr} for lr in LR_GRID] if k.lr_grid else [{}, {"budget": 4}]:
+                add(positional=positional, seed=0, **option)
+        return
     seeds = (0,) if (k.demo or k.runlocal or k.small) else (0, 1, 2)
     schemes = SCHEMES + EXTRA_SCHEMES if (k.small or k.all) else SCHEMES
     modes = ("windows",) if (k.demo or k.runlocal) else ("windows", "sliding")
@@ -121,6 +145,88 @@ def baseline() -> dict:
 
 
 def headline(groups: dict) -> list[str]:
+    """The phenomenon measured (`extrapolation_lines`), or for the fair-budget knobs what they show."""
+    knobs = {name for members in groups.values() for name in members[0]["knobs"]}
+    if "lr" in knobs:
+        return lr_grid_lines(groups)
+    if "budget" in knobs:
+        return budget_lines(groups)
+    return extrapolation_lines(groups)
+
+
+def lr_grid_lines(groups: dict) -> list[str]:
+    """Each scheme's rate picked on the valid split, its test bpb at L and 8L there and at the shared 6e-3, and the
+    ranking at 8L under both."""
+    first, last = metrics()[0], metrics()[-1]
+    at = {m: intervals.estimate(groups, m) for m in (first, last)}
+    rate = lambda members: float(members[0]["knobs"].get("lr", LEARNING_RATE))  # noqa: E731
+    chosen, shared, parts = {}, {}, []
+    for scheme in SCHEMES:
+        cells = {
+            key: members for key, members in groups.items() if members[0]["knobs"]["positional"] == scheme
+        }
+        valid = {key: statistics.fmean(_valid_loss(m) for m in members) for key, members in cells.items()}
+        if not valid:
+            continue
+        best = min(valid, key=valid.get)
+        chosen[scheme] = best
+        shared[scheme] = next((key for key in cells if math.isclose(rate(cells[key]), LEARNING_RATE)), None)
+        grid = ", ".join(
+            f"{rate(cells[key]):g}: {valid[key]:.3f}" for key in sorted(cells, key=lambda c: rate(cells[c]))
+        )
+        parts.append(f"{scheme} {rate(cells[best]):g} (valid loss {grid}; test bpb there {_cell(at, best)})")
+    lines = [
+        "- **Learning rate picked on the valid split** per scheme (test bpb at 64 / 512 tokens [95% interval over "
+        "documents]): " + "; ".join(parts) + "."
+    ]
+    for label, keys in (("each scheme's own rate", chosen), (f"the shared {LEARNING_RATE:g}", shared)):
+        ranked = sorted((k for k in keys.values() if k in at[last]), key=lambda k: at[last][k].mean)
+        lines.append(
+            f"- **Ranking at 512 tokens at {label}**: "
+            + " < ".join(f"{groups[k][0]['knobs']['positional']} {at[last][k].mean:.3f}" for k in ranked)
+            + "."
+        )
+    return lines
+
+
+def budget_lines(groups: dict) -> list[str]:
+    """Test bpb at L and 8L of the six at 1x and 4x the steps, and the ranking at each budget."""
+    first, last = metrics()[0], metrics()[-1]
+    at = {m: intervals.estimate(groups, m) for m in (first, last)}
+    lines = []
+    for budget in sorted({int(m[0]["knobs"].get("budget", 1)) for m in groups.values()}):
+        keys = [
+            k for k, m in groups.items() if int(m[0]["knobs"].get("budget", 1)) == budget and k in at[last]
+        ]
+        for metric, length in ((first, SEQ_LEN), (last, MULTIPLIERS[-1] * SEQ_LEN)):
+            ranked = sorted(keys, key=lambda k: at[metric][k].mean)
+            lines.append(
+                f"- **{budget * STEPS} steps, ranking at {length} tokens** (test bpb [95% interval over documents]): "
+                + " < ".join(
+                    f"{groups[k][0]['knobs']['positional']} {_cell(at, k, (metric,))}" for k in ranked
+                )
+                + "."
+            )
+    return lines
+
+
+def _valid_loss(member: dict) -> float:
+    """The valid loss after the last step (summary `valid`), inf when the run diverged or predates the entry."""
+    value = (member["summary"].get("valid") or {}).get("valid/loss")
+    return float(value) if value is not None and math.isfinite(float(value)) else math.inf
+
+
+def _cell(at: dict, key: str, which: tuple[str, ...] | None = None) -> str:
+    """'3.941 [3.90, 3.98] / 4.10 [...]' of `key` at each metric of `which` (default: L and 8L)."""
+    out = []
+    for metric in which or tuple(at):
+        e = at[metric].get(key)
+        if e is not None:
+            out.append(f"{e.mean:.3f}" + (f" [{e.lo:.3f}, {e.hi:.3f}]" if e.lo is not None else ""))
+    return " / ".join(out)
+
+
+def extrapolation_lines(groups: dict) -> list[str]:
     """Each scheme's change in test bits per byte from the training length to 8x it, with its 95% interval (paired
     over the same documents), per window mode: the phenomenon the study is about, measured."""
     first, last = metrics()[0], metrics()[-1]

@@ -230,6 +230,10 @@ class TrainConfig(Section):
     gradients in the same pass, never holding the [B,T,V] logits (research/training/loss.py); same value up to
     summation order, faster and smaller. 0 = the plain loss on the full logits (configs saved before this field
     existed read back as 0: LEGACY_DEFAULTS)."""
+    final_params: Literal["last", "best_valid"] = "last"
+    """Which parameters the final evaluation scores: the last step's, or 'best_valid': those of the periodic
+    validation with the best valid loss (early stopping as model selection; saved in <run>/best/, the chosen step
+    in summary.json's `selected`; research/training/select.py). Needs eval_every > 0."""
     init_from: str | None = None
     """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its
@@ -268,6 +272,11 @@ class TrainConfig(Section):
         if self.eval_every < 0:
             raise ConfigError(
                 f"{prefix}.eval_every: expected >= 0 (0 = no periodic validation), got {self.eval_every}"
+            )
+        if self.final_params == "best_valid" and not self.eval_every:
+            raise ConfigError(
+                f"{prefix}.final_params: 'best_valid' selects among periodic validations; expected "
+                f"{prefix}.eval_every > 0, got 0"
             )
         if self.loss_chunk < 0:
             raise ConfigError(

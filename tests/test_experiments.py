@@ -14,6 +14,8 @@ EXPERIMENTS = sorted(p.name for p in Path("experiments").glob("*.py"))
 TARGETS = [f"experiments/{name}" for name in EXPERIMENTS] + [
     "experiments/length_generalization.py:paper_eval,small",
     "experiments/reproductions.py:ablation=yarn",
+    "experiments/pe_extrapolation.py:lr_grid",
+    "experiments/pe_extrapolation.py:long",
 ]
 
 
@@ -70,3 +72,44 @@ def test_pretrained_init_judges_vectors_against_the_frozen_random_control():
     from research.studies.verdicts import judge
 
     assert [judge(c, e) for c, e in judged.values()] == ["reproduces", "reproduces"]
+
+
+def test_the_learning_rate_grid_picks_each_schemes_rate_on_the_valid_split():
+    """Synthetic summaries: rope's valid loss is lowest at 2e-3, alibi's at 1.2e-2 (and its 6e-3 test is worse) ->
+    each is reported at its own rate, and the ranking at 8L changes with it."""
+    import numpy as np
+
+    from research.studies.report import group
+
+    from .test_sweep_report import _summary_with_documents
+
+    module = load_experiment(Path("experiments/pe_extrapolation.py"))
+    rng = np.random.default_rng(0)
+    doc_bytes = [int(x) for x in rng.integers(100, 400, 12)]
+    valid = {
+        ("rope", 0.002): 1.0,
+        ("rope", 0.006): 1.2,
+        ("rope", 0.012): 1.3,
+        ("alibi", 0.002): 1.4,
+        ("alibi", 0.006): 1.2,
+        ("alibi", 0.012): 0.9,
+    }
+    test = {("rope", 0.002): 2.0, ("alibi", 0.012): 1.8, ("alibi", 0.006): 2.4}  # bits per byte, else 2.2
+    rows = []
+    for (scheme, lr), loss in valid.items():
+        summary = {}
+        for length in (64, 512):
+            bits = [b * test.get((scheme, lr), 2.2) * rng.uniform(0.98, 1.02) for b in doc_bytes]
+            part = _summary_with_documents(bits, doc_bytes, f"test/len_{length}")
+            summary = {
+                **part,
+                **summary,
+                "metrics": {**part["metrics"], **summary.get("metrics", {})},
+                "per_document": {**part["per_document"], **summary.get("per_document", {})},
+            }
+        summary["valid"] = {"valid/loss": loss}
+        rows.append({"knobs": {"positional": scheme, "lr": str(lr), "seed": "0"}, "summary": summary})
+    lines = module.headline(group(rows))
+    assert "rope 0.002 (valid loss 0.002: 1.000" in lines[0] and "alibi 0.012 (valid loss" in lines[0]
+    assert lines[1].startswith("- **Ranking at 512 tokens at each scheme's own rate**: alibi 1.8")
+    assert lines[2].startswith("- **Ranking at 512 tokens at the shared 0.006**: rope 2.1")

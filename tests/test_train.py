@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 
 import pytest
@@ -205,3 +207,47 @@ def test_a_damaged_checkpoint_never_blocks_the_run(tmp_path, damage):
             CheckpointError, match=r"no checkpoint in .* restores .* delete .* from the start"
         ):
             train_and_evaluate(config, run, log=lambda m: None)
+
+
+def test_best_valid_scores_the_parameters_of_the_best_validation(tmp_path, monkeypatch):
+    """train.final_params=best_valid: the final evaluation scores the parameters saved at the validation with the
+    lowest valid loss (here step 2, by a scripted validation), not the last step's; the run still trains to the end."""
+    from research.training.checkpoint import read_checkpoint
+    from research.training.lm import LanguageModel
+
+    scripted = itertools.cycle([5.0, 1.0, 3.0, 4.0, 2.0, 6.0])  # valid losses of steps 1..6: the best is 2
+    validation = LanguageModel.validation
+    monkeypatch.setattr(
+        LanguageModel, "validation", lambda self, p: {**validation(self, p), "valid/loss": next(scripted)}
+    )
+    config = tiny_config(
+        "rope", eval_every=1, checkpoint_every=1, keep_checkpoints=6, final_params="best_valid"
+    )
+    summary = train_and_evaluate(config, tmp_path / "best", log=lambda m: None)
+    assert summary["selected"] == {"step": 2, "metric": "valid/loss", "value": 1.0}
+    best, step2 = (
+        read_checkpoint(tmp_path / "best" / "best"),
+        read_checkpoint(tmp_path / "best" / "checkpoints", 2),
+    )
+    assert {k: v.tolist() for k, v in best.items()} == {k: v.tolist() for k, v in step2.items()}
+    assert (
+        sorted(p.name for p in (tmp_path / "best" / "checkpoints").iterdir() if p.name.isdigit())[-1] == "6"
+    )
+    last = train_and_evaluate(dataclasses.replace(config, train=dataclasses.replace(
+        config.train, final_params="last")), tmp_path / "last", log=lambda m: None)  # fmt: skip
+    assert last["selected"] is None
+    assert last["metrics"]["test/len_16/loss"] != summary["metrics"]["test/len_16/loss"]
+
+
+def test_best_valid_resumes_to_the_same_selection(tmp_path):
+    check_resume_equivalence(tiny_config("rope", eval_every=1, final_params="best_valid"), tmp_path)
+
+
+def test_best_valid_needs_periodic_validation_and_a_valid_split():
+    from research.config import ConfigError
+    from research.training.loop import validate
+
+    with pytest.raises(ConfigError, match="train.final_params: 'best_valid' .* train.eval_every > 0"):
+        validate(tiny_config("rope", eval_every=0, final_params="best_valid"))
+    with pytest.raises(ConfigError, match=r"train.final_params: expected one of \['last', 'best_valid'\]"):
+        validate(tiny_config("rope", final_params="early"))

@@ -49,6 +49,7 @@ class LanguageModel:
     """research/training/objective.py: Objective, for a corpus (`data.corpus`, `data.tokenizer`)."""
 
     throughput_key = "train/tokens_per_s"
+    selection = ("valid/loss", "min")
 
     def __init__(self, config: Config):
         self.config = config

@@ -36,6 +36,7 @@ from research.training.lm import LanguageModel
 from research.training.metrics import NullWriter, open_tracker, progress_bar, steady_throughput
 from research.training.objective import ModelView, Objective
 from research.training.rundir import RunLock, check_config, load_summary, prepare_workdir, write_summary
+from research.training.select import BestParams
 from research.training.step import all_finite, config_train_step, make_optimizer, make_schedule
 from research.training.task import TaskObjective
 
@@ -55,7 +56,13 @@ def validate(config: Config, objective: Objective | None = None) -> ResolvedMode
     or anything compiles -> the model resolved at the training length. ConfigError naming the field and what was
     expected."""
     config.validate()
-    resolved = (objective or objective_for(config)).validate()
+    objective = objective or objective_for(config)
+    resolved = objective.validate()
+    if config.train.final_params == "best_valid" and objective.selection is None:
+        raise ConfigError(
+            "train.final_params: 'best_valid' needs a valid split to select on, and this objective has none "
+            "(a synthetic task validates on its test lengths); expected 'last'"
+        )
     if config.eval.positional is not None:
         resolve_swapped(resolved, config.eval.positional, field="eval.positional")
     return resolved
@@ -80,6 +87,8 @@ class Run:
     pretrained: dict | None
     log: object
     started: float
+    selected: dict | None = None  # train.final_params=best_valid: the step whose parameters were scored
+    validation: dict | None = None  # the last periodic validation's metrics
 
 
 def train_and_evaluate(config: Config, workdir: str | Path, *, log=print, reevaluate: bool = False) -> dict:
@@ -102,6 +111,14 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, log=print, reeval
         evaluated = time.time()
         final = run.objective.evaluate(run.params, run.log)
         return summarise(run, final, previous=finished, evaluation_s=time.time() - evaluated)
+
+
+def open_best(run: Run) -> BestParams | None:
+    """The keeper of the best validated parameters when train.final_params is 'best_valid' (research/training/
+    select.py)."""
+    if run.config.train.final_params != "best_valid":
+        return None
+    return BestParams(run.workdir, run.objective.selection, resume_step=run.start_step)
 
 
 def setup(config: Config, workdir: Path, objective: Objective, log) -> Run:
@@ -198,6 +215,7 @@ def fit(run: Run) -> None:
     primary = is_primary()
     tracker = open_tracker(run.config, run.workdir, resume_step=run.start_step) if primary else NullWriter()
     window = Window(make_schedule(t))
+    best = open_best(run)  # every process: Orbax saves are collective
     try:
         with progress_bar(t.steps, run.start_step, enabled=primary and sys.stdout.isatty()) as advance:
             for step in range(run.start_step + 1, t.steps + 1):
@@ -221,15 +239,23 @@ def fit(run: Run) -> None:
                 if logs:
                     record = window.close(run, step)
                     if t.eval_every and (step % t.eval_every == 0 or last):
-                        record.update(objective.validation(run.params))
+                        run.validation = objective.validation(run.params)
+                        record.update(run.validation)
+                        if best is not None:
+                            best.offer(step, record, (run.params, run.opt_state))
                     tracker.write(step, record)
                     run.log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
                 if saves:
                     run.ckpt.save(step, (run.params, run.opt_state))
         run.ckpt.wait()
+        if best is not None:
+            run.params, run.selected = best.load(run.params)
+            run.log(f"final evaluation of the parameters of step {run.selected['step']} (best {best.key})")
     finally:
         tracker.close()
         run.ckpt.close()
+        if best is not None:
+            best.close()
 
 
 @jax.jit
@@ -282,6 +308,8 @@ def summarise(
         "evaluation_wall_time_s": evaluation_s,
         key.replace("/", "_"): steady_throughput(run.workdir / "metrics.jsonl", key),
         "resumed_from_step": run.start_step,
+        "selected": run.selected,
+        "valid": run.validation if run.validation is not None else (previous or {}).get("valid"),
         "pretrained": run.pretrained,
         "init_from": None
         if config.train.init_from is None

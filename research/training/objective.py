@@ -17,6 +17,8 @@ An objective is made once per run from its config and used in this order:
     throughput(steps, seconds), throughput_key
                           the logged training rate, e.g. {"train/tokens_per_s": ...}
     validation(params)    periodic metrics, named valid/...
+    selection             (metric of validation(), "min" | "max") that train.final_params="best_valid" selects
+                          on, or None when the objective has no valid split
     evaluate(params, log) final metrics, named test/..., computed on the evaluation graph (eval.positional)
     summary()             the objective's own entries of summary.json
 
@@ -56,6 +58,7 @@ class ModelView:
 
 class Objective(Protocol):
     throughput_key: str
+    selection: tuple[str, str] | None
 
     def validate(self) -> ResolvedModel: ...
 
