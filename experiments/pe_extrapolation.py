@@ -124,7 +124,9 @@ def sweep(add, arg: str = "") -> None:
         k.lr_grid or k.long
     ):  # fair budgets: seed 0, non-overlapping windows (the main study's seed 0 at budget 1)
         for positional in SCHEMES:
-            for option in [{"lr": lr} for lr in LR_GRID] if k.lr_grid else [{}, {"budget": 4}]:
+            for option in (
+                [{"lr": lr} for lr in LR_GRID] if k.lr_grid else [{"mode": "windows"}, {"budget": 4}]
+            ):
                 add(positional=positional, seed=0, **option)
         return
     seeds = (0,) if (k.demo or k.runlocal or k.small) else (0, 1, 2)
