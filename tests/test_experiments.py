@@ -16,6 +16,7 @@ TARGETS = [f"experiments/{name}" for name in EXPERIMENTS] + [
     "experiments/reproductions.py:ablation=yarn",
     "experiments/pe_extrapolation.py:lr_grid",
     "experiments/pe_extrapolation.py:long",
+    "experiments/embedding_size.py:equal_params",
 ]
 
 
@@ -113,3 +114,36 @@ def test_the_learning_rate_grid_picks_each_schemes_rate_on_the_valid_split():
     assert "rope 0.002 (valid loss 0.002: 1.000" in lines[0] and "alibi 0.012 (valid loss" in lines[0]
     assert lines[1].startswith("- **Ranking at 512 tokens at each scheme's own rate**: alibi 1.8")
     assert lines[2].startswith("- **Ranking at 512 tokens at the shared 0.006**: rope 2.1")
+
+
+def test_equal_parameter_budgets_match_the_plain_table_within_4_percent():
+    module = load_experiment(Path("experiments/embedding_size.py"))
+    base = module.get_config("equal_params")
+    vocab = base.data.tokenizer["vocab_size"]
+    budget = module.parameter_count(base, vocab)
+    assert budget == 1_115_008
+    for e in module.EQUAL_WIDTHS:
+        d = module.matched_d_model(e, base)
+        config = module.get_config(f"equal_params,embed_dim={e},d_model={d}")
+        assert d % 8 == 0 and abs(module.parameter_count(config, vocab) / budget - 1) < 0.04, (e, d)
+
+
+def test_the_equal_budget_headline_pairs_each_width_with_the_table():
+    import numpy as np
+
+    from research.studies.report import group
+
+    from .test_sweep_report import _summary_with_documents
+
+    module = load_experiment(Path("experiments/embedding_size.py"))
+    rng = np.random.default_rng(1)
+    doc_bytes = [int(x) for x in rng.integers(100, 400, 10)]
+    rows = []
+    for e, d, bpb in ((0, 128, 3.0), (16, 168, 2.9), (64, 152, 3.1)):
+        summary = _summary_with_documents([b * bpb * rng.uniform(0.99, 1.01) for b in doc_bytes], doc_bytes,
+                                          "test/len_128")  # fmt: skip
+        summary["params"] = {"total": 1_100_000 + e}
+        rows.append({"knobs": {"embed_dim": str(e), "d_model": str(d), "seed": "0"}, "summary": summary})
+    (line,) = module.headline(group(rows))
+    assert "E=16 at d_model 168 (1,100,016 parameters) -0.1" in line and "E=64 at d_model 152" in line
+    assert module.headline(group(rows[:1])) == []
