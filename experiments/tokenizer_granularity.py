@@ -13,15 +13,26 @@ Corpora: the default `wiki-sample`, and any other passed as a knob, with its own
 (a file or folder of text read by the `text` corpus; a folder with wiki.{train,valid,test}.tokens is read as
 `wikitext`).
 
+Matched on bytes (`match=bytes`): the default matches tokens, so a coarser tokenizer also reads more text. With
+`match=bytes` every tokenizer reads the bytes BPE-4k reads in 300 steps (BYTES_BUDGET, ~0.74 epochs of the train
+split): steps = budget x the tokenizer's train tokens per byte / tokens per batch, the rate measured by the
+token-matched study's committed summaries (results/tokenizer_granularity/runs/: byte 973 steps, word 194). It also
+scores every test document (paired intervals). FLOPs differ either way: the table's `train_tflop` estimates the
+training compute of each run as 6 x tokens x (non-embedding parameters + the d_model x V readout) plus attention's
+6 x layers x seq_len x d_model per token (Kaplan et al. 2020, arXiv 2001.08361, Table 1), so a bpb difference can
+be read against the compute that bought it.
+
 Caveat: bits-per-byte of a closed vocabulary (char, word) does not pay for the spelling of out-of-vocabulary
 tokens; the table reports the test OOV rate beside it (research/tokenization/vocab.py).
 
 Commands:
   python scripts/sweep.py experiments/tokenizer_granularity.py --jobs 2      # 8 tokenizers x 2 seeds
   python scripts/report.py experiments/tokenizer_granularity.py
+  python scripts/sweep.py experiments/tokenizer_granularity.py:match=bytes --jobs 2   # matched on bytes, 1 seed
   python scripts/train.py experiments/tokenizer_granularity.py:runlocal --workdir /tmp/run
 """
 
+import json
 import statistics
 from pathlib import Path
 
@@ -41,10 +52,13 @@ TOKENIZERS = {
     "word30k": {"name": "word", "max_size": 30_000},
 }
 SEQ_LEN = 128
+STEPS, BATCH = 300, 16
+BYTES_BUDGET_FROM = "bpe4k"  # match=bytes: every tokenizer reads the bytes this one reads in STEPS steps
+MEASURED = Path(__file__).resolve().parent.parent / "results" / "tokenizer_granularity" / "runs"
 
 
 def knobs(arg):
-    return parse_knobs(arg, small=False, runlocal=False, corpus="", tokenizer="byte", seed=0)
+    return parse_knobs(arg, small=False, runlocal=False, corpus="", tokenizer="byte", seed=0, match="tokens")
 
 
 def corpus_spec(path: str) -> dict:
@@ -60,7 +74,15 @@ def get_config(arg: str = "") -> Config:
     k = knobs(arg)
     if k.tokenizer not in TOKENIZERS:
         raise ValueError(f"tokenizer: expected one of {', '.join(TOKENIZERS)}, got {k.tokenizer!r}")
-    steps, eval_bytes, layers, seq_len, batch = 300, 60_000, 3, SEQ_LEN, 16
+    if k.match not in ("tokens", "bytes"):
+        raise ValueError(f"match: expected 'tokens' or 'bytes', got {k.match!r}")
+    steps, eval_bytes, layers, seq_len, batch = STEPS, 60_000, 3, SEQ_LEN, BATCH
+    if k.match == "bytes":
+        if k.corpus:
+            raise ValueError(
+                "match=bytes: the measured tokens per byte are the default corpus's; drop corpus="
+            )
+        steps, eval_bytes = bytes_matched_steps(k.tokenizer), None
     tokenizer = TOKENIZERS[k.tokenizer]
     if k.runlocal:
         steps, eval_bytes, layers, seq_len, batch = 4, 5_000, 1, 16, 4
@@ -79,16 +101,44 @@ def get_config(arg: str = "") -> Config:
     )
 
 
+def tokens_per_byte(name: str) -> float:
+    """The train split's tokens per byte of tokenizer `name` on the default corpus, from the token-matched study's
+    committed run summaries (mean over seeds)."""
+    rates = []
+    for path in sorted(MEASURED.glob(f"*tokenizer={name}.json")):
+        summary = json.loads(path.read_text())
+        if not summary.get("config", {}).get("data", {}).get("corpus", {}).get("path"):
+            rates.append(summary["tokens"]["train"] / summary["bytes"]["train"])
+    if not rates:
+        raise ValueError(
+            f"match=bytes: no committed run of tokenizer {name!r} in {MEASURED} to read its tokens per byte from; "
+            "run the token-matched study and its report first"
+        )
+    return statistics.fmean(rates)
+
+
+def bytes_matched_steps(name: str) -> int:
+    """Steps at which tokenizer `name` reads the bytes BYTES_BUDGET_FROM reads in STEPS steps."""
+    budget = STEPS * BATCH * SEQ_LEN / tokens_per_byte(BYTES_BUDGET_FROM)
+    return max(1, round(budget * tokens_per_byte(name) / (BATCH * SEQ_LEN)))
+
+
 def sweep(add, arg: str = "") -> None:
     k = knobs(arg)
-    seeds = (0,) if (k.small or k.runlocal) else (0, 1)
+    seeds = (0,) if (k.small or k.runlocal or k.match == "bytes") else (0, 1)
     for seed in seeds:
         for name in TOKENIZERS:
             add(tokenizer=name, seed=seed)
 
 
 def metrics() -> list[str]:
-    return [f"test/len_{SEQ_LEN}/bpb", "tokens_per_byte", "oov_rate_test", "train_tokens_per_s"]
+    return [
+        f"test/len_{SEQ_LEN}/bpb",
+        "tokens_per_byte",
+        "oov_rate_test",
+        "train_tokens_per_s",
+        "train_tflop",
+    ]
 
 
 def derived(summary: dict) -> dict:
@@ -97,7 +147,18 @@ def derived(summary: dict) -> dict:
         "tokens_per_byte": summary["tokens"]["test"] / summary["bytes"]["test"],
         "oov_rate_test": summary.get("oov_rate", {}).get("test", 0.0),
         "train_tokens_per_s": summary.get("train_tokens_per_s") or float("nan"),
+        "train_tflop": training_flop(summary) / 1e12,
     }
+
+
+def training_flop(summary: dict) -> float:
+    """Training compute of a run (Kaplan et al. 2020, Table 1): per token 6 x (non-embedding parameters + the
+    readout's d_model x V multiply, tied or not) + 6 x layers x seq_len x d_model (attention), x tokens trained."""
+    config, params = summary["config"], summary["params"]
+    d, layers, seq_len = config["model"]["d_model"], config["model"]["num_layers"], config["data"]["seq_len"]
+    tokens = summary["steps"] * config["data"]["batch_size"] * seq_len
+    dense = params["rest"] + params["positional"] + d * summary["vocab_size"]
+    return 6.0 * tokens * (dense + layers * seq_len * d)
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:

@@ -17,6 +17,7 @@ TARGETS = [f"experiments/{name}" for name in EXPERIMENTS] + [
     "experiments/pe_extrapolation.py:lr_grid",
     "experiments/pe_extrapolation.py:long",
     "experiments/embedding_size.py:equal_params",
+    "experiments/tokenizer_granularity.py:match=bytes",
 ]
 
 
@@ -147,3 +148,16 @@ def test_the_equal_budget_headline_pairs_each_width_with_the_table():
     (line,) = module.headline(group(rows))
     assert "E=16 at d_model 168 (1,100,016 parameters) -0.1" in line and "E=64 at d_model 152" in line
     assert module.headline(group(rows[:1])) == []
+
+
+def test_tokenizers_matched_on_bytes_read_the_same_bytes():
+    module = load_experiment(Path("experiments/tokenizer_granularity.py"))
+    budget = module.STEPS * module.BATCH * module.SEQ_LEN / module.tokens_per_byte("bpe4k")
+    for name in module.TOKENIZERS:
+        config = module.get_config(f"match=bytes,tokenizer={name}")
+        read = config.train.steps * module.BATCH * module.SEQ_LEN / module.tokens_per_byte(name)
+        assert abs(read / budget - 1) < 0.005, name  # within one step's rounding
+        assert config.data.max_eval_bytes is None
+    assert module.get_config("match=bytes,tokenizer=bpe4k").train.steps == module.STEPS
+    with pytest.raises(ValueError, match="match"):
+        module.get_config("match=flops")
