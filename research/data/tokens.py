@@ -101,17 +101,22 @@ def encoded_chunks(pairs: Iterable[tuple[str, str]], tokenizer, tokenizer_spec: 
 
 
 class SplitWriter:
-    """Appends one split's documents to `<split>.bin`; `close()` writes `<split>.docs.npy` -> its statistics."""
+    """Appends one split's documents to `<split>.bin` and their index rows (offset of the separator, UTF-8 bytes) to
+    a raw `<split>.docs.tmp` as they come, so memory stays flat however many documents a split has; `close()` turns
+    the rows into `<split>.docs.npy` -> its statistics."""
 
     def __init__(self, folder: Path, split: str, tokenizer, dtype, check: int = 0):
         self.folder, self.split, self.tokenizer, self.dtype = folder, split, tokenizer, dtype
         self.out = open(folder / f"{split}.bin", "wb")  # noqa: SIM115  (closed in close())
-        self.offsets, self.doc_bytes, self.count, self.unknown = [], [], 0, 0
+        self.index = open(folder / f"{split}.docs.tmp", "wb")  # noqa: SIM115  (closed in close())
+        self.count, self.documents, self.bytes, self.unknown = 0, 0, 0, 0
         self.check, self.checked, self.mismatched = check, 0, 0
 
     def write(self, documents: list[str], tokens: np.ndarray, sizes: np.ndarray) -> None:
-        self.offsets.append(self.count + np.cumsum(sizes[:, 0]) - sizes[:, 0])  # each document's separator
-        self.doc_bytes.append(sizes[:, 1])
+        starts = self.count + np.cumsum(sizes[:, 0]) - sizes[:, 0]  # each document's separator
+        self.index.write(np.stack([starts, sizes[:, 1]], 1).astype(np.int64).tobytes())
+        self.documents += len(sizes)
+        self.bytes += int(sizes[:, 1].sum())
         tok = self.tokenizer
         if (unk := getattr(tok, "unk_id", None)) is not None:
             real = tokens[tokens != tok.doc_id]
@@ -126,15 +131,22 @@ class SplitWriter:
 
     def close(self) -> dict:
         self.out.close()
-        docs = np.zeros((0, 2), np.int64)
-        if self.offsets:
-            docs = np.stack([np.concatenate(self.offsets), np.concatenate(self.doc_bytes)], 1).astype(
-                np.int64
-            )
-        np.save(self.folder / f"{self.split}.docs.npy", docs)
-        real = self.count - len(docs)
+        self.index.close()
+        raw = self.folder / f"{self.split}.docs.tmp"
+        docs = np.lib.format.open_memmap(
+            self.folder / f"{self.split}.docs.npy", mode="w+", dtype=np.int64, shape=(self.documents, 2)
+        )
+        if self.documents:
+            rows = np.memmap(raw, dtype=np.int64, mode="r", shape=(self.documents, 2))
+            for start in range(0, self.documents, 1 << 20):  # 16 MB at a time
+                docs[start : start + (1 << 20)] = rows[start : start + (1 << 20)]
+            del rows
+        docs.flush()
+        del docs
+        raw.unlink()
+        real = self.count - self.documents
         return {
-            "tokens": self.count, "bytes": int(docs[:, 1].sum()), "documents": len(docs),
+            "tokens": self.count, "bytes": self.bytes, "documents": self.documents,
             "dtype": np.dtype(self.dtype).name, "oov_rate": self.unknown / real if real else 0.0,
             "roundtrip_checked": self.checked, "roundtrip_mismatch": self.mismatched / max(self.checked, 1),
         }  # fmt: skip
