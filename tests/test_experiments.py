@@ -18,6 +18,7 @@ TARGETS = [f"experiments/{name}" for name in EXPERIMENTS] + [
     "experiments/pe_extrapolation.py:long",
     "experiments/embedding_size.py:equal_params",
     "experiments/tokenizer_granularity.py:match=bytes",
+    "experiments/rope_scaling.py:regime",
 ]
 
 
@@ -161,3 +162,14 @@ def test_tokenizers_matched_on_bytes_read_the_same_bytes():
     assert module.get_config("match=bytes,tokenizer=bpe4k").train.steps == module.STEPS
     with pytest.raises(ValueError, match="match"):
         module.get_config("match=flops")
+
+
+def test_the_fine_tune_regime_pretrains_longer_and_fine_tunes_a_few_percent():
+    module = load_experiment(Path("experiments/rope_scaling.py"))
+    base = module.get_config("regime,stage=base")
+    tune = module.get_config("regime,stage=finetune,method=yarn_derived")
+    assert base.train.steps == 2000 and tune.train.steps == 50 and tune.train.init_from == "stage=base"
+    assert tune.model.positional["scaling"] == {
+        "name": "yarn", "factor": 4.0, "beta_fast": 2.0, "beta_slow": 1.0, "original_max_len": 64
+    }  # fmt: skip
+    assert base.data.max_eval_bytes is None and module.get_config("stage=base").train.steps == 500
