@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Literal
@@ -234,6 +235,11 @@ class TrainConfig(Section):
     """Which parameters the final evaluation scores: the last step's, or 'best_valid': those of the periodic
     validation with the best valid loss (early stopping as model selection; saved in <run>/best/, the chosen step
     in summary.json's `selected`; research/training/select.py). Needs eval_every > 0."""
+    stop_when: str | None = None
+    """Stop training at the first periodic validation that meets 'METRIC>=VALUE' or 'METRIC<=VALUE' (a metric of
+    the objective's validation, e.g. 'valid/in_dist/token_accuracy>=0.9': train until the in-distribution gate
+    passes, up to train.steps); the learning-rate schedule stays the one of train.steps. summary.json records
+    `stopped_at`. Needs eval_every > 0."""
     init_from: str | None = None
     """A finished run directory whose final parameters start this run (optimizer state starts fresh): fine-tuning.
     A relative path names a run in the same study folder as this run (e.g. "stage=base"), so a sweep can chain its
@@ -273,6 +279,16 @@ class TrainConfig(Section):
             raise ConfigError(
                 f"{prefix}.eval_every: expected >= 0 (0 = no periodic validation), got {self.eval_every}"
             )
+        if self.stop_when is not None:
+            if stop_rule(self.stop_when) is None:
+                raise ConfigError(
+                    f"{prefix}.stop_when: expected 'METRIC>=VALUE' or 'METRIC<=VALUE' with a valid/... metric, e.g. "
+                    f"'valid/in_dist/token_accuracy>=0.9'; got {self.stop_when!r}"
+                )
+            if not self.eval_every:
+                raise ConfigError(
+                    f"{prefix}.stop_when: needs periodic validation; expected {prefix}.eval_every > 0"
+                )
         if self.final_params == "best_valid" and not self.eval_every:
             raise ConfigError(
                 f"{prefix}.final_params: 'best_valid' selects among periodic validations; expected "
@@ -384,6 +400,17 @@ class Config(Section):
 
 def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def stop_rule(text: str) -> tuple[str, str, float] | None:
+    """'valid/x>=0.9' -> ('valid/x', '>=', 0.9); None when malformed."""
+    m = re.fullmatch(r"\s*(valid/[\w/.-]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*", text)
+    if m is None:
+        return None
+    try:
+        return m.group(1), m.group(2), float(m.group(3))
+    except ValueError:
+        return None
 
 
 LEGACY_DEFAULTS = {"train.loss_chunk": 0}

@@ -19,6 +19,7 @@ TARGETS = [f"experiments/{name}" for name in EXPERIMENTS] + [
     "experiments/embedding_size.py:equal_params",
     "experiments/tokenizer_granularity.py:match=bytes",
     "experiments/rope_scaling.py:regime",
+    "experiments/length_generalization.py:until_gate",
 ]
 
 

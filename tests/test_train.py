@@ -251,3 +251,54 @@ def test_best_valid_needs_periodic_validation_and_a_valid_split():
         validate(tiny_config("rope", eval_every=0, final_params="best_valid"))
     with pytest.raises(ConfigError, match=r"train.final_params: expected one of \['last', 'best_valid'\]"):
         validate(tiny_config("rope", final_params="early"))
+
+
+def test_stop_when_ends_training_at_the_first_validation_that_meets_it(tmp_path, monkeypatch):
+    """train.stop_when: a scripted valid loss meets 'valid/loss<=2' at step 4 -> training stops there, the last
+    checkpoint is step 4, the summary says so; a rerun of the finished directory does nothing more."""
+    from research.training.lm import LanguageModel
+
+    scripted = itertools.cycle([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    validation = LanguageModel.validation
+    monkeypatch.setattr(
+        LanguageModel, "validation", lambda self, p: {**validation(self, p), "valid/loss": next(scripted)}
+    )
+    config = tiny_config("rope", eval_every=1, checkpoint_every=5, stop_when="valid/loss<=2")
+    summary = train_and_evaluate(config, tmp_path, log=lambda m: None)
+    assert summary["stopped_at"] == 4
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == 4
+
+
+def test_a_run_stopped_early_and_killed_resumes_into_evaluation(tmp_path, monkeypatch):
+    from research.training.lm import LanguageModel
+
+    from .conftest import Interrupt
+
+    validation = LanguageModel.validation
+    monkeypatch.setattr(
+        LanguageModel, "validation", lambda self, p: {**validation(self, p), "valid/loss": 1.0}
+    )
+    config = tiny_config("rope", eval_every=3, stop_when="valid/loss<=2")
+
+    def crash(message):
+        if message.startswith("stopped at step 3"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_and_evaluate(config, tmp_path, log=crash)
+    messages = []
+    summary = train_and_evaluate(config, tmp_path, log=messages.append)
+    assert summary["stopped_at"] == 3 and not any(m.startswith("step 4/") for m in messages)
+
+
+def test_stop_when_names_the_valid_metrics():
+    from research.config import ConfigError
+    from research.training.loop import validate
+
+    with pytest.raises(ConfigError, match=r"train.stop_when: expected 'METRIC>=VALUE'"):
+        validate(tiny_config("rope", stop_when="loss<2"))
+    with pytest.raises(
+        ConfigError, match=r"'valid/accuracy' is not a validation metric .* valid/loss, valid/ppl"
+    ):
+        validate(tiny_config("rope", stop_when="valid/accuracy>=0.9"))

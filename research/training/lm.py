@@ -49,6 +49,7 @@ class LanguageModel:
     """research/training/objective.py: Objective, for a corpus (`data.corpus`, `data.tokenizer`)."""
 
     throughput_key = "train/tokens_per_s"
+    validation_keys = ("valid/loss", "valid/ppl", "valid/bpb")
     selection = ("valid/loss", "min")
 
     def __init__(self, config: Config):

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.config import Config, ConfigError, init_source, to_dict
+from research.config import Config, ConfigError, init_source, stop_rule, to_dict
 from research.model.build import ResolvedModel, build_model, resolve_swapped, swapped_graphdef
 from research.model.transformer import parameter_counts
 from research.runtime import hostmem
@@ -33,7 +33,7 @@ from research.runtime.machine import run_info
 from research.runtime.mesh import check_batch, is_primary, make_mesh, shard_batch, shard_params, to_host
 from research.training.checkpoint import Checkpointer, ParamsMismatch
 from research.training.lm import LanguageModel
-from research.training.metrics import NullWriter, open_tracker, progress_bar, steady_throughput
+from research.training.metrics import NullWriter, open_tracker, progress_bar, read_jsonl, steady_throughput
 from research.training.objective import ModelView, Objective
 from research.training.rundir import RunLock, check_config, load_summary, prepare_workdir, write_summary
 from research.training.select import BestParams
@@ -58,6 +58,13 @@ def validate(config: Config, objective: Objective | None = None) -> ResolvedMode
     config.validate()
     objective = objective or objective_for(config)
     resolved = objective.validate()
+    if config.train.stop_when is not None and (key := stop_rule(config.train.stop_when)[0]) not in (
+        objective.validation_keys
+    ):
+        raise ConfigError(
+            f"train.stop_when: {key!r} is not a validation metric of this objective; expected one of "
+            f"{', '.join(objective.validation_keys)}"
+        )
     if config.train.final_params == "best_valid" and objective.selection is None:
         raise ConfigError(
             "train.final_params: 'best_valid' needs a valid split to select on, and this objective has none "
@@ -89,6 +96,7 @@ class Run:
     started: float
     selected: dict | None = None  # train.final_params=best_valid: the step whose parameters were scored
     validation: dict | None = None  # the last periodic validation's metrics
+    stopped_at: int | None = None  # train.stop_when: the step whose validation met it
 
 
 def train_and_evaluate(config: Config, workdir: str | Path, *, log=print, reevaluate: bool = False) -> dict:
@@ -216,9 +224,11 @@ def fit(run: Run) -> None:
     tracker = open_tracker(run.config, run.workdir, resume_step=run.start_step) if primary else NullWriter()
     window = Window(make_schedule(t))
     best = open_best(run)  # every process: Orbax saves are collective
+    run.stopped_at = stopped_before(run)
+    first = t.steps + 1 if run.stopped_at else run.start_step + 1
     try:
         with progress_bar(t.steps, run.start_step, enabled=primary and sys.stdout.isatty()) as advance:
-            for step in range(run.start_step + 1, t.steps + 1):
+            for step in range(first, t.steps + 1):
                 batch = objective.batch(step - 1, jax.process_index(), jax.process_count())
                 # masks: (mask, lengths) of a task batch, or ()
                 inputs, targets, *masks = shard_batch(batch, run.mesh, local=True)
@@ -243,10 +253,15 @@ def fit(run: Run) -> None:
                         record.update(run.validation)
                         if best is not None:
                             best.offer(step, record, (run.params, run.opt_state))
+                        if meets_stop_rule(t.stop_when, record):
+                            run.stopped_at, saves = step, True
                     tracker.write(step, record)
                     run.log(f"step {step}/{t.steps} " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
                 if saves:
                     run.ckpt.save(step, (run.params, run.opt_state))
+                if run.stopped_at:
+                    run.log(f"stopped at step {step}: {t.stop_when} met")
+                    break
         run.ckpt.wait()
         if best is not None:
             run.params, run.selected = best.load(run.params)
@@ -256,6 +271,23 @@ def fit(run: Run) -> None:
         run.ckpt.close()
         if best is not None:
             best.close()
+
+
+def meets_stop_rule(rule: str | None, record: dict) -> bool:
+    """Whether a validation record meets train.stop_when."""
+    if rule is None:
+        return False
+    key, op, value = stop_rule(rule)
+    return key in record and (record[key] >= value if op == ">=" else record[key] <= value)
+
+
+def stopped_before(run: Run) -> int | None:
+    """The resumed step, when its validation (in metrics.jsonl) already met train.stop_when: a run stopped early
+    and killed before its summary resumes into evaluation, not into more training."""
+    if not run.start_step or run.config.train.stop_when is None:
+        return None
+    records = [r for r in read_jsonl(run.workdir / "metrics.jsonl") if r.get("step") == run.start_step]
+    return run.start_step if any(meets_stop_rule(run.config.train.stop_when, r) for r in records) else None
 
 
 @jax.jit
@@ -309,6 +341,7 @@ def summarise(
         key.replace("/", "_"): steady_throughput(run.workdir / "metrics.jsonl", key),
         "resumed_from_step": run.start_step,
         "selected": run.selected,
+        "stopped_at": run.stopped_at,
         "valid": run.validation if run.validation is not None else (previous or {}).get("valid"),
         "pretrained": run.pretrained,
         "init_from": None

@@ -17,6 +17,7 @@ An objective is made once per run from its config and used in this order:
     throughput(steps, seconds), throughput_key
                           the logged training rate, e.g. {"train/tokens_per_s": ...}
     validation(params)    periodic metrics, named valid/...
+    validation_keys       the metrics validation() returns (train.stop_when names one, checked before training)
     selection             (metric of validation(), "min" | "max") that train.final_params="best_valid" selects
                           on, or None when the objective has no valid split
     evaluate(params, log) final metrics, named test/..., computed on the evaluation graph (eval.positional)
@@ -58,6 +59,7 @@ class ModelView:
 
 class Objective(Protocol):
     throughput_key: str
+    validation_keys: tuple[str, ...]
     selection: tuple[str, str] | None
 
     def validate(self) -> ResolvedModel: ...

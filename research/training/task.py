@@ -187,6 +187,7 @@ class TaskObjective:
     """research/training/objective.py: Objective, for a synthetic task (`task.task`)."""
 
     throughput_key = "train/examples_per_s"
+    validation_keys = ("valid/in_dist/token_accuracy",)
     selection = None  # validation reads the test lengths: selecting on it would select on the test set
 
     def __init__(self, config: Config):
