@@ -13,8 +13,8 @@ Corpora: the default `wiki-sample`, and any other passed as a knob, with its own
 (a file or folder of text read by the `text` corpus; a folder with wiki.{train,valid,test}.tokens is read as
 `wikitext`).
 
-Matched on bytes (`match=bytes`): the default matches tokens, so a coarser tokenizer also reads more text. With
-`match=bytes` every tokenizer reads the bytes BPE-4k reads in 300 steps (BYTES_BUDGET, ~0.74 epochs of the train
+Matched on bytes (`bytes_matched`): the default matches tokens, so a coarser tokenizer also reads more text. With
+`bytes_matched` every tokenizer reads the bytes BPE-4k reads in 300 steps (BYTES_BUDGET, ~0.74 epochs of the train
 split): steps = budget x the tokenizer's train tokens per byte / tokens per batch, the rate measured by the
 token-matched study's committed summaries (results/tokenizer_granularity/runs/: byte 973 steps, word 194). It also
 scores every test document (paired intervals). FLOPs differ either way: the table's `train_tflop` estimates the
@@ -28,7 +28,7 @@ tokens; the table reports the test OOV rate beside it (research/tokenization/voc
 Commands:
   python scripts/sweep.py experiments/tokenizer_granularity.py --jobs 2      # 8 tokenizers x 2 seeds
   python scripts/report.py experiments/tokenizer_granularity.py
-  python scripts/sweep.py experiments/tokenizer_granularity.py:match=bytes --jobs 2   # matched on bytes, 1 seed
+  python scripts/sweep.py experiments/tokenizer_granularity.py:bytes_matched --jobs 2   # matched on bytes, 1 seed
   python scripts/train.py experiments/tokenizer_granularity.py:runlocal --workdir /tmp/run
 """
 
@@ -53,12 +53,14 @@ TOKENIZERS = {
 }
 SEQ_LEN = 128
 STEPS, BATCH = 300, 16
-BYTES_BUDGET_FROM = "bpe4k"  # match=bytes: every tokenizer reads the bytes this one reads in STEPS steps
+BYTES_BUDGET_FROM = "bpe4k"  # bytes_matched: every tokenizer reads the bytes this one reads in STEPS steps
 MEASURED = Path(__file__).resolve().parent.parent / "results" / "tokenizer_granularity" / "runs"
 
 
 def knobs(arg):
-    return parse_knobs(arg, small=False, runlocal=False, corpus="", tokenizer="byte", seed=0, match="tokens")
+    return parse_knobs(
+        arg, small=False, runlocal=False, bytes_matched=False, corpus="", tokenizer="byte", seed=0
+    )
 
 
 def corpus_spec(path: str) -> dict:
@@ -74,13 +76,11 @@ def get_config(arg: str = "") -> Config:
     k = knobs(arg)
     if k.tokenizer not in TOKENIZERS:
         raise ValueError(f"tokenizer: expected one of {', '.join(TOKENIZERS)}, got {k.tokenizer!r}")
-    if k.match not in ("tokens", "bytes"):
-        raise ValueError(f"match: expected 'tokens' or 'bytes', got {k.match!r}")
     steps, eval_bytes, layers, seq_len, batch = STEPS, 60_000, 3, SEQ_LEN, BATCH
-    if k.match == "bytes":
+    if k.bytes_matched:
         if k.corpus:
             raise ValueError(
-                "match=bytes: the measured tokens per byte are the default corpus's; drop corpus="
+                "bytes_matched: the measured tokens per byte are the default corpus's; drop corpus="
             )
         steps, eval_bytes = bytes_matched_steps(k.tokenizer), None
     tokenizer = TOKENIZERS[k.tokenizer]
@@ -111,7 +111,7 @@ def tokens_per_byte(name: str) -> float:
             rates.append(summary["tokens"]["train"] / summary["bytes"]["train"])
     if not rates:
         raise ValueError(
-            f"match=bytes: no committed run of tokenizer {name!r} in {MEASURED} to read its tokens per byte from; "
+            f"bytes_matched: no committed run of tokenizer {name!r} in {MEASURED} to read its tokens per byte from; "
             "run the token-matched study and its report first"
         )
     return statistics.fmean(rates)
@@ -125,7 +125,7 @@ def bytes_matched_steps(name: str) -> int:
 
 def sweep(add, arg: str = "") -> None:
     k = knobs(arg)
-    seeds = (0,) if (k.small or k.runlocal or k.match == "bytes") else (0, 1)
+    seeds = (0,) if (k.small or k.runlocal or k.bytes_matched) else (0, 1)
     for seed in seeds:
         for name in TOKENIZERS:
             add(tokenizer=name, seed=seed)

@@ -17,7 +17,8 @@ TARGETS = [f"experiments/{name}" for name in EXPERIMENTS] + [
     "experiments/pe_extrapolation.py:lr_grid",
     "experiments/pe_extrapolation.py:long",
     "experiments/embedding_size.py:equal_params",
-    "experiments/tokenizer_granularity.py:match=bytes",
+    "experiments/tokenizer_granularity.py:bytes_matched",
+    "experiments/char_word.py:fair,quarter",
     "experiments/rope_scaling.py:regime",
     "experiments/length_generalization.py:until_gate",
 ]
@@ -156,13 +157,13 @@ def test_tokenizers_matched_on_bytes_read_the_same_bytes():
     module = load_experiment(Path("experiments/tokenizer_granularity.py"))
     budget = module.STEPS * module.BATCH * module.SEQ_LEN / module.tokens_per_byte("bpe4k")
     for name in module.TOKENIZERS:
-        config = module.get_config(f"match=bytes,tokenizer={name}")
+        config = module.get_config(f"bytes_matched,tokenizer={name}")
         read = config.train.steps * module.BATCH * module.SEQ_LEN / module.tokens_per_byte(name)
         assert abs(read / budget - 1) < 0.005, name  # within one step's rounding
         assert config.data.max_eval_bytes is None
-    assert module.get_config("match=bytes,tokenizer=bpe4k").train.steps == module.STEPS
-    with pytest.raises(ValueError, match="match"):
-        module.get_config("match=flops")
+    assert module.get_config("bytes_matched,tokenizer=bpe4k").train.steps == module.STEPS
+    with pytest.raises(ValueError, match="bytes_matched"):
+        module.get_config("bytes_matched,corpus=/tmp/x.txt")
 
 
 def test_the_fine_tune_regime_pretrains_longer_and_fine_tunes_a_few_percent():
