@@ -34,7 +34,12 @@ from research.studies.experiment import parse_knobs, schedule
 from research.studies.figures import evaluation_note
 
 WIDTHS = (16, 32, 64, 128, 256, 512)
-EQUAL_WIDTHS = (16, 32, 64, 128)
+EQUAL_WIDTHS = (
+    16,
+    32,
+    64,
+    128,
+)  # E <= d_model: a wider table is no factorization (more parameters, not fewer)
 REFERENCE_D_MODEL = 128  # the budget of `equal_params`: the plain table at this width
 D_MODELS = (64, 128, 256)
 SEQ_LEN = 128
@@ -46,6 +51,7 @@ def knobs(arg):
 
 def get_config(arg: str = "") -> Config:
     k = knobs(arg)
+    # 300 steps of 16 x 128 tokens, 3 layers, the 60 kB test cap: docs/running.md#study-scale
     steps, eval_bytes, layers, vocab, seq_len, batch = 300, 60_000, 3, 4096, SEQ_LEN, 16
     if k.equal_params:
         eval_bytes = None

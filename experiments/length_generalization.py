@@ -44,6 +44,8 @@ from research.studies.figures import evaluation_note
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 SAMPLERS = ("contiguous", "randomized")
 TASKS = ("reverse_string", "bucket_sort")
+# Test to 3x the training length (Ruoss et al. go to 12x: 40 -> 500); 3x keeps the 96-token evaluation cheap and
+# already separates the schemes (results/length_generalization). d_model 64, 2 layers: docs/running.md#study-scale.
 TRAIN_MAX, EVAL_MAX = 16, 48
 ID_GATE = 0.9  # the report flags OOD cells of runs below it (research/studies/report.py gated_groups)
 UNTIL_GATE_STEPS = 4000

@@ -64,9 +64,9 @@ SPECS = {"per_layer": {"name": "per_layer", "pattern": ["rope", "rope", "nope"]}
 SEQ_LEN = 64  # short, so that the study fits in about an hour on 2 CPU cores
 MULTIPLIERS = (1, 2, 4, 8)
 SLIDING_STRIDE = 128
-LEARNING_RATE = 6e-3  # best of LR_GRID for rope at 400 steps
+LEARNING_RATE = 6e-3  # best of LR_GRID for rope at 400 steps (the demo's); `lr_grid` picks per scheme at 500
 LR_GRID = (2e-3, 6e-3, 1.2e-2)  # x1/3, x1, x2 around it: a divergence at 1.2e-2 shows on the valid split
-STEPS = 500
+STEPS = 500  # ~1M training bytes (32 x 64 per step), ~0.4 epochs: Press et al.'s regime is far longer; `long` is 4x
 CORPUS = {"name": "wiki-sample", "test_fraction": 0.2}  # 21 test articles: enough documents for an interval
 
 
@@ -79,6 +79,7 @@ def knobs(arg):
 
 def get_config(arg: str = "") -> Config:
     k = knobs(arg)
+    # d_model 128, 3 layers: the study scale (docs/running.md#study-scale); every test document (intervals)
     steps, d_model, layers, eval_bytes = STEPS * int(k.budget), 128, 3, None
     if k.demo:  # make demo: the phenomenon in <= 10 minutes of runs on 2 CPU cores (the table header says)
         steps, eval_bytes = 400, 100_000

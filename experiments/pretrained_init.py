@@ -41,9 +41,11 @@ from research.studies.experiment import parse_knobs, schedule
 from research.studies.figures import evaluation_note
 from research.studies.intervals import difference
 
-DIM = 128
+DIM = 128  # the vectors' dimension = d_model, so aligned rows go into the table with no projection
 VECTORS = {
     "word2vec": f"train:word2vec:wiki-sample:0.5-1.0,dim={DIM},epochs=10,min_count=2,seed=0",
+    # 50k n-gram buckets, not fastText's 2M: the half-corpus has few distinct n-grams, and fewer buckets keep each
+    # bucket's vector trained by many of them
     "fasttext": f"train:fasttext:wiki-sample:0.5-1.0,dim={DIM},epochs=10,min_count=2,seed=0,bucket=50000",
 }
 INITS = (
@@ -52,7 +54,7 @@ INITS = (
 )  # fmt: skip
 FRACTIONS = (0.01, 0.1, 1.0)
 SEQ_LEN = 64
-BUCKETS = (10, 100, 1000)
+BUCKETS = (10, 100, 1000)  # train-frequency decades: rare (<= 10) to frequent (> 1000)
 
 
 def knobs(arg):
@@ -64,6 +66,8 @@ def get_config(arg: str = "") -> Config:
     if k.init not in INITS:
         raise ValueError(f"init: expected one of {', '.join(INITS)}, got {k.init!r}")
     # eval_bytes None: every test document (a byte cap keeps too few for an interval)
+    # 200 steps of 16 x 64 words: ~0.7 epochs at 100%, ~70 passes over the 1% slice (the scarce-data end, where
+    # the controls matter); 2 layers: docs/running.md#study-scale
     steps, eval_bytes, layers, seq_len, batch, dim = 200, None, 2, SEQ_LEN, 16, DIM
     vectors = dict(VECTORS)
     if k.runlocal:
@@ -82,7 +86,10 @@ def get_config(arg: str = "") -> Config:
     return Config(
         seed=k.seed,
         data=DataConfig(
-            tokenizer={"name": "word", "max_size": 8000},
+            tokenizer={
+                "name": "word",
+                "max_size": 8000,
+            },  # the input table and the readout: 1.0 M parameters each
             train_docs=(0.0, 0.5),
             train_fraction=float(k.fraction),
             train_fraction_start=slice_start(float(k.fraction), k.seed),

@@ -77,6 +77,7 @@ def get_config(arg: str = "") -> Config:
         raise ValueError(
             f"method: expected one of {', '.join(dict.fromkeys(METHODS + REGIME_METHODS))}, got {k.method!r}"
         )
+    # pe_extrapolation's model and budget; the 60 kB test cap: docs/running.md#study-scale (`regime` lifts it)
     seq_len, steps, eval_bytes, d_model, layers, batch = SEQ_LEN, 500, 60_000, 128, 3, 32
     lengths = EVAL_LENGTHS
     if k.runlocal:
@@ -96,6 +97,8 @@ def get_config(arg: str = "") -> Config:
         positional = rope(k.method, runlocal=k.runlocal)
         seq_len, batch = FACTOR * seq_len, batch // FACTOR  # same tokens per step
         steps = 2 if k.runlocal else REGIME_FINETUNE_STEPS if k.regime else 100
+        # A sixth of pre-training's peak rate: fine-tunes continue from a trained model at a lower rate (Chen et al.
+        # fine-tune at 2e-5 against Llama's 3e-4 pre-training peak, ~1/15); not tuned per method.
         learning_rate, warmup, init_from = 1e-3, max(1, steps // 10), "stage=base"
     return Config(
         seed=k.seed,

@@ -41,6 +41,8 @@ from research.studies import plotting
 from research.studies.experiment import parse_knobs, schedule
 from research.studies.figures import evaluation_note
 
+# Byte and char, subword sizes spanning 1k-16k (BPE, and unigram at 4k beside BPE-4k: Kudo 2018's comparison),
+# and closed word vocabularies of 10k / 30k types (they cover 79% / 85% of the test words; the rest is <unk>).
 TOKENIZERS = {
     "byte": {"name": "byte"},
     "char": {"name": "char"},
@@ -52,8 +54,10 @@ TOKENIZERS = {
     "word30k": {"name": "word", "max_size": 30_000},
 }
 SEQ_LEN = 128
-STEPS, BATCH = 300, 16
-BYTES_BUDGET_FROM = "bpe4k"  # bytes_matched: every tokenizer reads the bytes this one reads in STEPS steps
+STEPS, BATCH = 300, 16  # with 3 layers and the 60 kB test cap: docs/running.md#study-scale
+# bytes_matched: every tokenizer reads the bytes this one reads in STEPS steps; the middle of the range, so no
+# tokenizer gets fewer than 2/3 of its token-matched steps (word: 194) and byte ~3x (973)
+BYTES_BUDGET_FROM = "bpe4k"
 MEASURED = Path(__file__).resolve().parent.parent / "results" / "tokenizer_granularity" / "runs"
 
 
