@@ -157,33 +157,43 @@ def headline(groups: dict) -> list[str]:
     return extrapolation_lines(groups)
 
 
+def chosen_rates(groups: dict) -> dict[str, tuple[str, str | None, dict]]:
+    """{scheme: (group at its rate picked on the valid split, group at the shared rate, {group: valid loss})} of a
+    learning-rate grid."""
+    out = {}
+    for scheme in SCHEMES:
+        cells = [key for key, members in groups.items() if members[0]["knobs"]["positional"] == scheme]
+        valid = {key: statistics.fmean(_valid_loss(m) for m in groups[key]) for key in cells}
+        if valid:
+            shared = next((key for key in cells if math.isclose(_rate(groups[key]), LEARNING_RATE)), None)
+            out[scheme] = (min(valid, key=valid.get), shared, valid)
+    return out
+
+
+def _rate(members: list) -> float:
+    return float(members[0]["knobs"].get("lr", LEARNING_RATE))
+
+
 def lr_grid_lines(groups: dict) -> list[str]:
-    """Each scheme's rate picked on the valid split, its test bpb at L and 8L there and at the shared 6e-3, and the
-    ranking at 8L under both."""
+    """Each scheme's rate picked on the valid split, its test bpb at L and 8L there, and the ranking at 8L at the
+    picked rates and at the shared 6e-3."""
     first, last = metrics()[0], metrics()[-1]
     at = {m: intervals.estimate(groups, m) for m in (first, last)}
-    rate = lambda members: float(members[0]["knobs"].get("lr", LEARNING_RATE))  # noqa: E731
-    chosen, shared, parts = {}, {}, []
-    for scheme in SCHEMES:
-        cells = {
-            key: members for key, members in groups.items() if members[0]["knobs"]["positional"] == scheme
-        }
-        valid = {key: statistics.fmean(_valid_loss(m) for m in members) for key, members in cells.items()}
-        if not valid:
-            continue
-        best = min(valid, key=valid.get)
-        chosen[scheme] = best
-        shared[scheme] = next((key for key in cells if math.isclose(rate(cells[key]), LEARNING_RATE)), None)
+    chosen, parts = chosen_rates(groups), []
+    for scheme, (best, _, valid) in chosen.items():
         grid = ", ".join(
-            f"{rate(cells[key]):g}: {valid[key]:.3f}" for key in sorted(cells, key=lambda c: rate(cells[c]))
+            f"{_rate(groups[k]):g}: {valid[k]:.3f}" for k in sorted(valid, key=lambda k: _rate(groups[k]))
         )
-        parts.append(f"{scheme} {rate(cells[best]):g} (valid loss {grid}; test bpb there {_cell(at, best)})")
+        parts.append(
+            f"{scheme} {_rate(groups[best]):g} (valid loss {grid}; test bpb there {_cell(at, best)})"
+        )
     lines = [
         "- **Learning rate picked on the valid split** per scheme (test bpb at 64 / 512 tokens [95% interval over "
         "documents]): " + "; ".join(parts) + "."
     ]
-    for label, keys in (("each scheme's own rate", chosen), (f"the shared {LEARNING_RATE:g}", shared)):
-        ranked = sorted((k for k in keys.values() if k in at[last]), key=lambda k: at[last][k].mean)
+    for label, index in (("each scheme's own rate", 0), (f"the shared {LEARNING_RATE:g}", 1)):
+        keys = [c[index] for c in chosen.values() if c[index] in at[last]]
+        ranked = sorted(keys, key=lambda k: at[last][k].mean)
         lines.append(
             f"- **Ranking at 512 tokens at {label}**: "
             + " < ".join(f"{groups[k][0]['knobs']['positional']} {at[last][k].mean:.3f}" for k in ranked)
@@ -285,17 +295,32 @@ CLAIMS = {
 
 
 def verdicts(groups: dict) -> list:
-    """Each claim of CLAIMS judged on the non-overlapping windows of the 3-seed runs (research/studies/verdicts.py)."""
+    """Each claim of CLAIMS judged on the non-overlapping windows (research/studies/verdicts.py): of the 3-seed main
+    study, of the learning-rate grid at each scheme's rate picked on the valid split, and of the 4x-budget runs."""
     first, last = metrics()[0], metrics()[-1]
+    knobs = {name for members in groups.values() for name in members[0]["knobs"]}
+    chosen = chosen_rates(groups) if "lr" in knobs else {}
     out = []
     for scheme, (expect, claim) in CLAIMS.items():
-        key = verdicts_lib.group_key(groups, mode="windows", positional=scheme)
-        if key is None or len(groups[key]) < 3:  # the 3-seed study only (not :small or :demo)
-            continue
-        if est := verdicts_lib.paired(groups, (key, last), (key, first)):
-            out.append((verdicts_lib.Claim(
-                claim, PRESS, f"pe_extrapolation: {scheme}, byte LM trained at L = {SEQ_LEN}, 3 seeds",
-                f"bpb at {MULTIPLIERS[-1] * SEQ_LEN} minus at {SEQ_LEN}", expect,
-                command="make study",
-            ), est))  # fmt: skip
+        if "lr" in knobs:
+            key = chosen.get(scheme, (None,))[0]
+            setup = (
+                f"pe_extrapolation:lr_grid: {scheme} at its learning rate picked on the valid split, 1 seed"
+            )
+            command = "python scripts/sweep.py experiments/pe_extrapolation.py:lr_grid --jobs 2"
+        elif "budget" in knobs:
+            key = verdicts_lib.group_key(groups, budget=4, positional=scheme)
+            setup = f"pe_extrapolation:long: {scheme} at 4x the steps ({4 * STEPS}), 1 seed"
+            command = "python scripts/sweep.py experiments/pe_extrapolation.py:long --jobs 2"
+        else:
+            key = verdicts_lib.group_key(groups, mode="windows", positional=scheme)
+            if key is not None and len(groups[key]) < 3:  # the 3-seed study only (not :small or :demo)
+                key = None
+            setup, command = (
+                f"pe_extrapolation: {scheme}, byte LM trained at L = {SEQ_LEN}, 3 seeds",
+                "make study",
+            )
+        if key is not None and (est := verdicts_lib.paired(groups, (key, last), (key, first))):
+            quantity = f"bpb at {MULTIPLIERS[-1] * SEQ_LEN} minus at {SEQ_LEN}"
+            out.append((verdicts_lib.Claim(claim, PRESS, setup, quantity, expect, command=command), est))
     return out

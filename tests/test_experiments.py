@@ -118,6 +118,8 @@ def test_the_learning_rate_grid_picks_each_schemes_rate_on_the_valid_split():
     assert "rope 0.002 (valid loss 0.002: 1.000" in lines[0] and "alibi 0.012 (valid loss" in lines[0]
     assert lines[1].startswith("- **Ranking at 512 tokens at each scheme's own rate**: alibi 1.8")
     assert lines[2].startswith("- **Ranking at 512 tokens at the shared 0.006**: rope 2.1")
+    judged = {c.claim: c.setup for c, _ in module.verdicts(group(rows))}  # at each scheme's picked rate
+    assert len(judged) == 2 and all("lr_grid" in setup for setup in judged.values())
 
 
 def test_equal_parameter_budgets_match_the_plain_table_within_4_percent():
