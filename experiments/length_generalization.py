@@ -38,6 +38,7 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TaskConfig, TrainConfig
 from research.studies import plotting
+from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import format_knobs, parse_knobs
 from research.studies.figures import evaluation_note
 
@@ -142,13 +143,56 @@ def metrics() -> list[str]:
         "test/ood/token_accuracy",
         "test/in_dist/sequence_accuracy",
         "test/ood/sequence_accuracy",
-        "steps_trained",
     ]
 
 
-def derived(summary: dict) -> dict:
-    """The steps a run trained: train.steps, or where `until_gate` stopped it."""
-    return {"steps_trained": summary.get("stopped_at") or summary["steps"]}
+def headline(groups: dict) -> list[str]:
+    """What the knobs measure: the evaluation mode's effect (`paper_eval`) and the steps each run trained
+    (`until_gate`)."""
+    return paper_eval_lines(groups) + until_gate_lines(groups)
+
+
+def paper_eval_lines(groups: dict) -> list[str]:
+    """Out-of-distribution token accuracy of each randomized-positions run evaluated with random positions minus
+    evaluated contiguously (the same parameters and test examples: paired)."""
+    metric, parts = "test/ood/token_accuracy", []
+    for task in TASKS:
+        for scheme in SCHEMES:
+            twins = [
+                verdicts_lib.group_key(groups, task=task, positional=scheme, positions="randomized", **extra)
+                for extra in ({"eval_positions": "randomized"}, {})
+            ]
+            if None not in twins and (
+                est := verdicts_lib.paired(groups, (twins[0], metric), (twins[1], metric))
+            ):
+                ci = f" [{est.lo:+.3f}, {est.hi:+.3f}]" if est.lo is not None else ""
+                parts.append(f"{task} {scheme} {est.mean:+.3f}{ci}")
+    if not parts:
+        return []
+    return [
+        "- **Evaluation in the paper's mode** (random positions at test, as in training) minus contiguous positions, "
+        "out-of-distribution token accuracy of the randomized-positions runs [95% interval over test examples]: "
+        + "; ".join(parts) + "."
+    ]  # fmt: skip
+
+
+def until_gate_lines(groups: dict) -> list[str]:
+    """The steps each `until_gate` run trained before its in-distribution accuracy passed the gate."""
+    parts = []
+    for key, members in sorted(groups.items()):
+        if members[0]["summary"].get("config", {}).get("train", {}).get("stop_when"):
+            steps = [m["summary"].get("stopped_at") for m in members]
+            shown = ", ".join(str(s) if s else f"not in {UNTIL_GATE_STEPS}" for s in steps)
+            parts.append(f"{key}: {shown}")
+    return (
+        [
+            f"- **Steps until the gate** (in-distribution token accuracy >= {ID_GATE}): "
+            + "; ".join(parts)
+            + "."
+        ]
+        if parts
+        else []
+    )
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
@@ -172,7 +216,7 @@ def figures(groups: dict, folder: Path) -> list[Path]:
             ax.set_xlabel("input length n (dotted: longest training length)")
             ax.set_ylabel("per-token accuracy (teacher-forced)")
     plotting.legend(fig)
-    plotting.subtitle(fig, "Accuracy against input length", evaluation_note(groups))
+    plotting.subtitle(fig, "Accuracy against input length", evaluation_note(groups, bands="seeds"))
     return [plotting.save_figure(fig, folder / "accuracy_vs_length.png")]
 
 

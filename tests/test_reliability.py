@@ -263,3 +263,26 @@ def test_a_saved_config_reruns_without_its_experiment(tmp_path, capsys):
         assert "give an experiment" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "none.json"), "--workdir", str(tmp_path / "y")]) == 2
     assert "--config: cannot read" in capsys.readouterr().err
+
+
+def test_a_finished_run_of_another_config_stops_the_sweep_before_it_starts(tmp_path):
+    """A run directory that holds a finished run trained with another config (the experiment file changed, or a
+    variant shares the folder) is named with the differing fields; the sweep starts nothing instead of skipping it
+    and letting the report present it as this config's."""
+    import json
+
+    from research.config import ConfigError, replace_path, to_dict
+    from research.studies.sweep import plan
+
+    target = "experiments/pe_extrapolation.py:runlocal"
+    study, runs = plan(target, tmp_path)
+    run = runs[0]
+    run.workdir.mkdir(parents=True)
+    other = to_dict(replace_path(run.settings, "train.steps", 7))
+    (run.workdir / "summary.json").write_text(json.dumps({"metrics": {}, "config": other}))
+    with pytest.raises(
+        ConfigError, match=rf"1 finished run\(s\) .* {run.name} \(train.steps\)\. Move them out"
+    ):
+        plan(target, tmp_path)
+    (run.workdir / "summary.json").write_text(json.dumps({"metrics": {}, "config": to_dict(run.settings)}))
+    assert plan(target, tmp_path)[1][0].finished

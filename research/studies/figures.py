@@ -39,8 +39,9 @@ def labels(groups: dict) -> dict[str, str]:
     return {key: plotting.short_label(members[0]["knobs"], varying) for key, members in groups.items()}
 
 
-def evaluation_note(groups: dict) -> str:
-    """The subtitle: window mode, documents scored and seeds."""
+def evaluation_note(groups: dict, bands: str = "bootstrap") -> str:
+    """The subtitle: window mode, documents scored and seeds, and what the figure's bands are: "bootstrap" (95%
+    intervals over test units, where the summaries allow them) or "seeds" (min..max over seeds)."""
     runs = [m for members in groups.values() for m in members]
     modes = sorted({(r["summary"].get("evaluation") or {}).get("mode", "") for r in runs} - {""})
     docs = sorted({(r["summary"].get("evaluation") or {}).get("documents") for r in runs} - {None})
@@ -50,8 +51,11 @@ def evaluation_note(groups: dict) -> str:
         parts.append(f"{', '.join(map(str, docs))} test documents")
     seeds_text = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
     parts.append(f"{seeds_text} seed{'s' if seeds[-1] > 1 else ''} per line")
-    if intervals.describe(groups):
-        parts.append("bands: 95% bootstrap over documents")
+    if bands == "bootstrap" and intervals.describe(groups):
+        unit = "test examples" if any("per_example" in r["summary"] for r in runs) else "documents"
+        parts.append(f"bands: 95% bootstrap over {unit}")
+    elif bands == "seeds" and seeds[-1] > 1:
+        parts.append("bands: min..max over seeds")
     return "; ".join(parts)
 
 

@@ -114,7 +114,32 @@ def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, li
             source = init_source(init_from, run.workdir)
             if source.absolute() in workdirs:
                 run.after = source.absolute()
+    check_finished(runs)
     return study, runs
+
+
+def check_finished(runs: list[Run]) -> None:
+    """ConfigError, before anything starts, when finished runs of this sweep's directories were trained with
+    another config (an experiment file changed since, or another variant shares the folder): the sweep would skip
+    them and the report would present them as this config's. Names the runs, the fields, and the way out."""
+    stale = []
+    for run in runs:
+        summary = load_summary(run.workdir)
+        if summary is None or "config" not in summary:
+            continue
+        try:
+            differ = result_differences(from_dict(Config, summary["config"]), run.settings)
+        except (ConfigError, ValueError) as e:
+            differ = [str(e)]
+        if differ:
+            stale.append(f"{run.name} ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})")
+    if stale:
+        folder = runs[0].workdir.parent
+        raise ConfigError(
+            f"{len(stale)} finished run(s) in {folder} were trained with another config than this sweep's: "
+            + "; ".join(stale[:5]) + ("; ..." if len(stale) > 5 else "")
+            + ". Move them out of the folder (or pass another --root) and rerun; nothing was started"
+        )  # fmt: skip
 
 
 def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
