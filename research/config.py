@@ -237,7 +237,7 @@ class TrainConfig(Section):
     in summary.json's `selected`; research/training/select.py). Needs eval_every > 0."""
     stop_when: str | None = None
     """Stop training at the first periodic validation that meets 'METRIC>=VALUE' or 'METRIC<=VALUE' (a metric of
-    the objective's validation, e.g. 'valid/in_dist/token_accuracy>=0.9': train until the in-distribution gate
+    the objective's validation, e.g. 'valid/in_dist/free_sequence_accuracy>=0.9': train until the in-distribution gate
     passes, up to train.steps); the learning-rate schedule stays the one of train.steps. summary.json records
     `stopped_at`. Needs eval_every > 0."""
     init_from: str | None = None
