@@ -15,9 +15,9 @@ Claims checked (results/README.md):
 
 `until_gate`: the task study a reviewer accepts, each run trained until its in-distribution accuracy passes the
 report's gate (ID_GATE = 0.9: free-running sequence accuracy at n <= 16, every output right), checked every 100
-steps (`train.stop_when`), up to UNTIL_GATE_STEPS = 4000 (4x the default; the cosine schedule spans the 4000, so a run that stops early stops at a
-higher rate than the default run ends at). Out-of-distribution accuracy is then read from models that learned the
-task where they were trained. The gate reads the in-distribution lengths of the test set (the task objective has
+steps (`train.stop_when`), up to UNTIL_GATE_STEPS = 4000 (4x the default; the cosine schedule spans the 4000,
+so a run that stops early stops at a higher rate than the default run ends at). Out-of-distribution accuracy is
+then read from models that learned the task where they were trained. The gate reads the in-distribution lengths of the test set (the task objective has
 no separate valid split); the out-of-distribution lengths are never read before the final evaluation.
 
 Scale (2 CPU cores): d_model 64, 2 layers, 4 heads, 1000 steps of 32 examples, lr 3e-3; the papers train far longer
