@@ -302,3 +302,13 @@ def test_stop_when_names_the_valid_metrics():
         ConfigError, match=r"'valid/accuracy' is not a validation metric .* valid/loss, valid/ppl"
     ):
         validate(tiny_config("rope", stop_when="valid/accuracy>=0.9"))
+
+
+def test_validation_runs_at_its_own_cadence_whatever_the_log_cadence(tmp_path):
+    """eval_every 3 with log_every 4: validations at steps 3 and 6, each logged with its step (they used to run
+    only where both cadences met)."""
+    config = tiny_config("rope", log_every=4, eval_every=3)
+    train_and_evaluate(config, tmp_path, log=lambda m: None)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [3, 4, 6]
+    assert [r["step"] for r in records if "valid/loss" in r] == [3, 6]

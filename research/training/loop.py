@@ -238,7 +238,9 @@ def fit(run: Run) -> None:
                 window.add(out)
                 advance(step)
                 last = step == t.steps
-                logs, saves = step % t.log_every == 0 or last, step % t.checkpoint_every == 0 or last
+                validates = bool(t.eval_every) and (step % t.eval_every == 0 or last)
+                logs = step % t.log_every == 0 or last or validates  # a validation is logged with its step
+                saves = step % t.checkpoint_every == 0 or last
                 # Checked before anything of this step is written: no metrics of poisoned parameters, and never
                 # a checkpoint over good ones.
                 if (logs or saves) and not bool(to_host(all_finite(run.params))):
@@ -248,7 +250,7 @@ def fit(run: Run) -> None:
                     )
                 if logs:
                     record = window.close(run, step)
-                    if t.eval_every and (step % t.eval_every == 0 or last):
+                    if validates:
                         run.validation = objective.validation(run.params)
                         record.update(run.validation)
                         if best is not None:
