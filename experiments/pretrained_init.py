@@ -15,6 +15,8 @@ Initialisations of the input table (untied readout, so the readout is always lea
   random_early      the other control: `random`, scored at its best validation instead of its last step
                     (`train.final_params=best_valid`, a validation every 20 steps): at 1% the model sees its 2.9k
                     tokens ~70 times, and a gain that early stopping also gives is not the vectors'
+  fasttext_*_early  fastText frozen / fine-tuned, early-stopped the same way: the vectors against the early-stopped
+                    control on equal terms
   word2vec / fasttext, `finetune` (trained with the rest) or `frozen` (never updated; optax.multi_transform)
 Aligned rows are rescaled to the random table's standard deviation (0.02; `model.pretrained.rescale`), so that
 only the directions differ; tokens without a vector (punctuation-with-space pieces, rare words): random rows at
@@ -25,8 +27,8 @@ bits-per-byte and loss by train-frequency bucket of the target, and the vectors'
 analogies, WordSim-353 and SimLex-999 Spearman; research/vectors/intrinsic.py).
 
 Commands:
-  python scripts/sweep.py experiments/pretrained_init.py --jobs 2          # 7 inits x 3 fractions x 3 seeds
-  python scripts/sweep.py experiments/pretrained_init.py:small --jobs 2    # 1 seed (21 runs)
+  python scripts/sweep.py experiments/pretrained_init.py --jobs 2          # 9 inits x 3 fractions x 3 seeds
+  python scripts/sweep.py experiments/pretrained_init.py:small --jobs 2    # 1 seed (27 runs)
   python scripts/report.py experiments/pretrained_init.py[:small]
   python scripts/train.py experiments/pretrained_init.py:runlocal,init=fasttext_frozen --workdir /tmp/run
 """
@@ -50,8 +52,9 @@ VECTORS = {
 }
 INITS = (
     "random", "random_frozen", "random_early", "word2vec_finetune", "word2vec_frozen", "fasttext_finetune",
-    "fasttext_frozen",
+    "fasttext_frozen", "fasttext_finetune_early", "fasttext_frozen_early",
 )  # fmt: skip
+"""`_early`: scored at the best of 10 validations (train.final_params=best_valid) instead of the last step."""
 FRACTIONS = (0.01, 0.1, 1.0)
 SEQ_LEN = 64
 BUCKETS = (10, 100, 1000)  # train-frequency decades: rare (<= 10) to frequent (> 1000)
@@ -75,13 +78,14 @@ def get_config(arg: str = "") -> Config:
         vectors = {
             name: f"train:{name}:lee,dim=16,epochs=1,min_count=5,seed=0,bucket=1000" for name in VECTORS
         }
+    init, early = k.init.removesuffix("_early"), k.init.endswith("_early")
     pretrained, train = PretrainedConfig(), schedule(steps, 3e-3)
-    if k.init == "random_early":  # model selection on the valid split, 10 validations per run
+    if early:  # model selection on the valid split, 10 validations per run
         train = schedule(steps, 3e-3, evals=10, final_params="best_valid")
-    elif k.init == "random_frozen":  # the control: a frozen table that never saw any text
+    if init == "random_frozen":  # the control: a frozen table that never saw any text
         pretrained = PretrainedConfig(mode="frozen")
-    elif k.init != "random":
-        source, mode = k.init.split("_")
+    elif init != "random":
+        source, mode = init.split("_")
         pretrained = PretrainedConfig(path=vectors[source], mode=mode, rescale=True)
     return Config(
         seed=k.seed,
@@ -160,7 +164,14 @@ def figures(groups: dict, folder: Path) -> list[Path]:
     for init in sorted(lines, key=lambda name: INITS.index(name) if name in INITS else 99):
         x, mean, lo, hi = zip(*sorted(lines[init]))
         plotting.line(
-            ax, x, mean, init, band=(lo, hi), order=INITS, linestyle="--" if init.endswith("frozen") else "-"
+            ax,
+            x,
+            mean,
+            init,
+            band=(lo, hi),
+            order=INITS,
+            linestyle="--" if "frozen" in init else "-",
+            marker="s" if init.endswith("_early") else "o",
         )
     ax.set_xscale("log")
     ax.set_xlabel("fraction of the LM's training tokens")
@@ -180,8 +191,10 @@ CLAIMS = [
      "fasttext_frozen", "random_frozen", (0.01,), "<"),
     ("Pretrained (word2vec) vectors help when training data is scarce: frozen, better than a frozen random table",
      "word2vec_frozen", "random_frozen", (0.01,), "<"),
-    ("Pretrained (fastText) vectors help when training data is scarce: better than an early-stopped random table",
-     "fasttext_frozen", "random_early", (0.01,), "<"),
+    ("Pretrained (fastText) vectors help when training data is scarce, both early-stopped: frozen, better than a "
+     "random table", "fasttext_frozen_early", "random_early", (0.01,), "<"),
+    ("Pretrained (fastText) vectors help when training data is scarce, both early-stopped: fine-tuned, better than a "
+     "random table", "fasttext_finetune_early", "random_early", (0.01,), "<"),
     ("The gain of pretrained (fastText) vectors shrinks as training data grows (100% against 1%)",
      "fasttext_frozen", "random_frozen", (1.0, 0.01), ">"),
 ]  # fmt: skip
