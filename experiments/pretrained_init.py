@@ -151,7 +151,7 @@ def derived(summary: dict) -> dict:
 
 def figures(groups: dict, folder: Path) -> list[Path]:
     """Test bpb against the training-data fraction, one line per initialisation (mean, band: min-max over seeds;
-    frozen tables dashed)."""
+    frozen tables dashed, early-stopped runs with square markers)."""
     lines: dict[str, list] = {}
     for members in groups.values():
         knob = members[0]["knobs"]
