@@ -197,6 +197,8 @@ CLAIMS = [
      "random table", "fasttext_finetune_early", "random_early", (0.01,), "<"),
     ("The gain of pretrained (fastText) vectors shrinks as training data grows (100% against 1%)",
      "fasttext_frozen", "random_frozen", (1.0, 0.01), ">"),
+    ("The same, both early-stopped: fine-tuned fastText against a random table",
+     "fasttext_finetune_early", "random_early", (1.0, 0.01), ">"),
 ]  # fmt: skip
 """Qi et al. 2018's finding, as measurable claims. Each gain is an initialisation minus a control (same fraction,
 same slice per seed): the frozen random table, so that what a frozen table does by itself is not credited to the
