@@ -40,12 +40,13 @@ Runtime on 2 CPU cores: see the table header of results/pe_extrapolation/table.m
 
 import math
 import statistics
+from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-from research.studies import intervals
+from research.studies import intervals, plotting
 from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import parse_knobs
-from research.studies.figures import by_position, extrapolation
+from research.studies.figures import by_position, evaluation_note, extrapolation
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 EXTRA_SCHEMES = (
@@ -267,7 +268,19 @@ def extrapolation_lines(groups: dict) -> list[str]:
 
 def figures(groups: dict, folder):
     """The two window modes side by side (bands: 95% bootstrap over test documents), and the loss by position in
-    the window of the non-overlapping mode."""
+    the window of the non-overlapping mode; for the fair-budget knobs, their own figures."""
+    knobs = {name for members in groups.values() for name in members[0]["knobs"]}
+    if "lr" in knobs:
+        return [lr_figure(groups, folder)]
+    if "budget" in knobs:
+        panels = {
+            f"{b * STEPS} steps": {
+                k: m for k, m in groups.items() if int(m[0]["knobs"].get("budget", 1)) == b
+            }
+            for b in (1, 4)
+        }
+        name = lambda knob: knob["positional"]  # noqa: E731
+        return [extrapolation(groups, metrics(), folder, panels=panels, label=name, order=list(SCHEMES))]
     modes = {
         "non-overlapping windows": "windows",
         f"sliding windows, stride {SLIDING_STRIDE}": "sliding",
@@ -282,6 +295,31 @@ def figures(groups: dict, folder):
     if windows:
         paths.append(by_position(windows, folder))
     return [p for p in paths if p is not None]
+
+
+def lr_figure(groups: dict, folder) -> Path:
+    """Valid loss (what picks the rate) and test bpb at 8L against the learning rate, one line per scheme."""
+    at = intervals.estimate(groups, metrics()[-1])
+    fig, axes = plotting.figure(1, 2, width=5.2, height=3.9)
+    for scheme, (best, _, valid) in chosen_rates(groups).items():
+        keys = sorted(valid, key=lambda k: _rate(groups[k]))
+        rates = [_rate(groups[k]) for k in keys]
+        plotting.line(axes[0][0], rates, [valid[k] for k in keys], scheme, order=list(SCHEMES))
+        plotting.line(axes[0][1], rates, [at[k].mean for k in keys], scheme, order=list(SCHEMES))
+        axes[0][0].plot(
+            [_rate(groups[best])], [valid[best]], marker="*", markersize=11, color="black", zorder=5
+        )
+    for ax, ylabel in zip(
+        axes[0], ("valid loss after the last step (star: picked)", "test bpb at 512 tokens")
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("peak learning rate")
+        ax.set_ylabel(ylabel)
+    plotting.legend(fig)
+    plotting.subtitle(
+        fig, "Learning rate per scheme: picked on the valid split", evaluation_note(groups, bands="")
+    )
+    return plotting.save_figure(fig, Path(folder) / "learning_rate.png")
 
 
 PRESS = "Press et al. 2022 (arXiv 2108.12409), Fig. 1"
