@@ -168,7 +168,9 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         ax.set_xlabel("evaluation length (dotted: L; dashed: the methods' target)")
     axes[0][0].set_ylabel("test bits per byte")
     plotting.legend(fig)
-    plotting.subtitle(fig, "RoPE context scaling: test bits per byte against length", evaluation_note(groups))
+    plotting.subtitle(
+        fig, "RoPE context scaling: test bits per byte against length", evaluation_note(groups, bands="")
+    )
     return [plotting.save_figure(fig, folder / "bpb_vs_length.png")]
 
 
