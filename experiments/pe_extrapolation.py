@@ -122,9 +122,9 @@ def get_config(arg: str = "") -> Config:
 
 def sweep(add, arg: str = "") -> None:
     k = knobs(arg)
-    if (
-        k.lr_grid or k.long
-    ):  # fair budgets: seed 0, non-overlapping windows (the main study's seed 0 at budget 1)
+    # Fair budgets: seed 0, non-overlapping windows; the 1x runs of `long` are named as the main study's seed-0
+    # runs, so that --reuse results/pe_extrapolation/runs adopts them.
+    if k.lr_grid or k.long:
         for positional in SCHEMES:
             for option in (
                 [{"lr": lr} for lr in LR_GRID] if k.lr_grid else [{"mode": "windows"}, {"budget": 4}]
@@ -150,7 +150,7 @@ def baseline() -> dict:
 
 def headline(groups: dict) -> list[str]:
     """The phenomenon measured (`extrapolation_lines`), or for the fair-budget knobs what they show."""
-    knobs = {name for members in groups.values() for name in members[0]["knobs"]}
+    knobs = _knob_names(groups)
     if "lr" in knobs:
         return lr_grid_lines(groups)
     if "budget" in knobs:
@@ -173,6 +173,15 @@ def chosen_rates(groups: dict) -> dict[str, tuple[str, str | None, dict]]:
 
 def _rate(members: list) -> float:
     return float(members[0]["knobs"].get("lr", LEARNING_RATE))
+
+
+def _budget(members: list) -> int:
+    return int(members[0]["knobs"].get("budget", 1))
+
+
+def _knob_names(groups: dict) -> set[str]:
+    """The knobs the study's runs were named by: which knob (lr_grid's `lr`, long's `budget`) the study is."""
+    return {name for members in groups.values() for name in members[0]["knobs"]}
 
 
 def lr_grid_lines(groups: dict) -> list[str]:
@@ -208,10 +217,8 @@ def budget_lines(groups: dict) -> list[str]:
     first, last = metrics()[0], metrics()[-1]
     at = {m: intervals.estimate(groups, m) for m in (first, last)}
     lines = []
-    for budget in sorted({int(m[0]["knobs"].get("budget", 1)) for m in groups.values()}):
-        keys = [
-            k for k, m in groups.items() if int(m[0]["knobs"].get("budget", 1)) == budget and k in at[last]
-        ]
+    for budget in sorted({_budget(m) for m in groups.values()}):
+        keys = [k for k, m in groups.items() if _budget(m) == budget and k in at[last]]
         for metric, length in ((first, SEQ_LEN), (last, MULTIPLIERS[-1] * SEQ_LEN)):
             ranked = sorted(keys, key=lambda k: at[metric][k].mean)
             lines.append(
@@ -269,16 +276,11 @@ def extrapolation_lines(groups: dict) -> list[str]:
 def figures(groups: dict, folder):
     """The two window modes side by side (bands: 95% bootstrap over test documents), and the loss by position in
     the window of the non-overlapping mode; for the fair-budget knobs, their own figures."""
-    knobs = {name for members in groups.values() for name in members[0]["knobs"]}
+    knobs = _knob_names(groups)
     if "lr" in knobs:
         return [lr_figure(groups, folder)]
     if "budget" in knobs:
-        panels = {
-            f"{b * STEPS} steps": {
-                k: m for k, m in groups.items() if int(m[0]["knobs"].get("budget", 1)) == b
-            }
-            for b in (1, 4)
-        }
+        panels = {f"{b * STEPS} steps": {k: m for k, m in groups.items() if _budget(m) == b} for b in (1, 4)}
         name = lambda knob: knob["positional"]  # noqa: E731
         return [extrapolation(groups, metrics(), folder, panels=panels, label=name, order=list(SCHEMES))]
     modes = {
@@ -336,7 +338,7 @@ def verdicts(groups: dict) -> list:
     """Each claim of CLAIMS judged on the non-overlapping windows (research/studies/verdicts.py): of the 3-seed main
     study, of the learning-rate grid at each scheme's rate picked on the valid split, and of the 4x-budget runs."""
     first, last = metrics()[0], metrics()[-1]
-    knobs = {name for members in groups.values() for name in members[0]["knobs"]}
+    knobs = _knob_names(groups)
     chosen = chosen_rates(groups) if "lr" in knobs else {}
     out = []
     for scheme, (expect, claim) in CLAIMS.items():

@@ -225,6 +225,9 @@ def test_best_valid_scores_the_parameters_of_the_best_validation(tmp_path, monke
     )
     summary = train_and_evaluate(config, tmp_path / "best", log=lambda m: None)
     assert summary["selected"] == {"step": 2, "metric": "valid/loss", "value": 1.0}
+    assert [p.name for p in (tmp_path / "best" / "best").iterdir() if p.name.isdigit()] == [
+        "2"
+    ]  # the best only
     best, step2 = (
         read_checkpoint(tmp_path / "best" / "best"),
         read_checkpoint(tmp_path / "best" / "checkpoints", 2),

@@ -118,6 +118,15 @@ def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, li
     return study, runs
 
 
+def saved_differences(saved: dict, config) -> list[str]:
+    """The fields where a saved run's config (as in its summary; a field added since takes its default) differs
+    from `config` in what can change results, or the reason it does not read back."""
+    try:
+        return result_differences(from_dict(Config, saved), config)
+    except (ConfigError, ValueError) as e:
+        return [str(e)]
+
+
 def check_finished(runs: list[Run]) -> None:
     """ConfigError, before anything starts, when finished runs of this sweep's directories were trained with
     another config (an experiment file changed since, or another variant shares the folder): the sweep would skip
@@ -127,11 +136,7 @@ def check_finished(runs: list[Run]) -> None:
         summary = load_summary(run.workdir)
         if summary is None or "config" not in summary:
             continue
-        try:
-            differ = result_differences(from_dict(Config, summary["config"]), run.settings)
-        except (ConfigError, ValueError) as e:
-            differ = [str(e)]
-        if differ:
+        if differ := saved_differences(summary["config"], run.settings):
             stale.append(f"{run.name} ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})")
     if stale:
         folder = runs[0].workdir.parent
@@ -159,10 +164,10 @@ def reuse_saved(runs: list[Run], folder: str | Path, out=print) -> int:
             continue
         try:
             saved = json.loads(source.read_text())
-            differ = result_differences(from_dict(Config, saved.get("config", {})), run.config)
-        except (ConfigError, ValueError) as e:
-            differ = [str(e)]
-        if differ:
+        except ValueError as e:
+            out(f"not reused: {source} (does not parse: {e})")
+            continue
+        if differ := saved_differences(saved.get("config", {}), run.config):
             out(f"not reused: {source} (config differs in {', '.join(differ[:5])})")
             continue
         run.workdir.mkdir(parents=True, exist_ok=True)

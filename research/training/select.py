@@ -30,24 +30,22 @@ class BestParams:
         for step in self.ckpt.manager.all_steps():
             if step > resume_step:
                 self.ckpt.manager.delete(step)
-        self.best, self.step = math.inf, None
+        self.best = math.inf
         for record in read_jsonl(workdir / "metrics.jsonl"):
             if record.get("step", 0) <= resume_step and self.key in record:
-                self._offer(record["step"], record[self.key])
+                self._offer(record[self.key])
 
-    def _offer(self, step: int, value) -> bool:
+    def _offer(self, value) -> bool:
         value = float(value) * self.sign
         if not value < self.best:  # the earliest of equal values; a nan never wins
             return False
-        self.best, self.step = value, step
+        self.best = value
         return True
 
     def offer(self, step: int, record: dict, state) -> None:
         """Save `state` = (params, opt_state) when `record`'s selection metric is the best so far."""
-        if self.key in record and self._offer(step, record[self.key]):
-            for old in self.ckpt.manager.all_steps():
-                self.ckpt.manager.delete(old)
-            self.ckpt.save(step, state)
+        if self.key in record and self._offer(record[self.key]):
+            self.ckpt.save(step, state)  # keep=1: the previous best goes
 
     def load(self, like):
         """The selected parameters in `like`'s structure and shardings, and {"step", "metric", "value"}."""
