@@ -346,6 +346,29 @@ def test_bootstrap_intervals_and_paired_differences_match_a_direct_computation(t
     assert (dest / "figures" / "extrapolation.svg").exists()
 
 
+def test_a_bucket_loss_has_an_interval_over_documents():
+    """`test/len_T/loss_after/<bucket>` (and loss_bucket) is resampled over test documents from a summary's
+    per-document bucket totals; a draw without a target in the bucket is left out of the percentiles."""
+    import numpy as np
+
+    from research.studies import intervals
+
+    rows = [[4, 10.0], [0, 0.0], [6, 9.0], [2, 5.0], [8, 20.0], [1, 1.0]]  # [targets, bits] per document
+    summary = {
+        "metrics": {"test/len_8/loss_after/oov": 45.0 * np.log(2) / 21},
+        "per_document": {"test/len_8": [[100, 21, 50.0]] * len(rows)},
+        "per_document_buckets": {"test/len_8": {"loss_after/oov": rows}},
+    }
+    est = intervals.estimate({"g": [{"summary": summary}]}, "test/len_8/loss_after/oov")["g"]
+    idx = intervals.draws(len(rows))
+    data = np.asarray(rows)
+    targets = data[idx, 0].sum(1)
+    direct = np.where(targets > 0, data[idx, 1].sum(1) * np.log(2) / np.maximum(targets, 1), np.nan)
+    assert (est.lo, est.hi) == pytest.approx(tuple(np.nanpercentile(direct, [2.5, 97.5])))
+    assert est.lo < est.mean < est.hi
+    assert intervals.statistic(summary, "test/len_8/loss_bucket/oov") is None  # no totals for it: no interval
+
+
 def test_report_names_and_skips_a_malformed_summary(tmp_path):
     exp = write_experiment(tmp_path)
     root = tmp_path / "runs" / "tiny_study"

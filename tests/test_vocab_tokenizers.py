@@ -208,9 +208,20 @@ def test_loss_after_an_input_word_by_its_frequency_adds_up(tmp_path):
         model=dataclasses.replace(config.model, embedding={"name": "char_cnn", "max_chars": 12}),
         eval=dataclasses.replace(config.eval, frequency_buckets=(5, 50)),
     )
-    m = train_and_evaluate(config, tmp_path / "run", log=lambda s: None)["metrics"]
+    summary = train_and_evaluate(config, tmp_path / "run", log=lambda s: None)
+    m = summary["metrics"]
     buckets = [k.split("/")[-1] for k in m if "/count_after/" in k]
     assert "oov" in buckets and m["test/len_16/count_after/oov"] > 0
+    # per-document totals of each bucket (for intervals over documents) add up to the bucket's loss and count
+    per_document = summary["per_document_buckets"]["test/len_16"]
+    assert set(per_document) == {k.split("/", 2)[2] for k in m if "/loss_bucket/" in k or "/loss_after/" in k}
+    for b in buckets:
+        rows = np.asarray(per_document[f"loss_after/{b}"])
+        assert len(rows) == summary["evaluation"]["documents"]
+        assert rows[:, 0].sum() == m[f"test/len_16/count_after/{b}"]
+        assert rows[:, 1].sum() * np.log(2) / rows[:, 0].sum() == pytest.approx(
+            m[f"test/len_16/loss_after/{b}"]
+        )
     total = sum(m[f"test/len_16/count_after/{b}"] for b in buckets)
     assert total == m["test/len_16/tokens"]
     weighted = (

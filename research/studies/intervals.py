@@ -2,7 +2,7 @@
 (task runs), seeds kept.
 
 A run's summary holds per-unit totals: for every evaluation length, each test document's [bytes, targets, bits]
-(`per_document`), or each test example's output tokens and how many of them were right (`per_example`). A table
+(`per_document`) and, with frequency buckets, its [targets, bits] in each bucket (`per_document_buckets`), or each test example's output tokens and how many of them were right (`per_example`). A table
 cell averages a metric over the runs (seeds) of a group. One bootstrap draw resamples the units with replacement,
 recomputes the metric of every run on those units, and averages over the group's seeds; the 95% interval is the
 2.5 and 97.5 percentiles of `RESAMPLES` draws. Every run and group uses the same draws (the same test set: the
@@ -27,6 +27,7 @@ MIN_UNITS = 5
 """Fewer test units than this give no interval (a bootstrap over one or two documents is not one): the table falls
 back to the spread over seeds, and a verdict to 'inconclusive'."""
 _LENGTH_METRIC = re.compile(r"^(test/len_\d+)/(bpb|loss)$")
+_BUCKET_METRIC = re.compile(r"^(test/len_\d+)/(loss_(?:bucket|after)/.+)$")
 _TASK_METRIC = re.compile(r"^test/(in_dist|ood|len_(\d+))/(free_)?(token|sequence)_accuracy$")
 
 
@@ -61,6 +62,17 @@ def statistic(summary: dict, metric: str):
         if m.group(2) == "bpb":
             return lambda idx: data[idx, 2].sum(1) / data[idx, 0].sum(1)
         return lambda idx: data[idx, 2].sum(1) * math.log(2) / data[idx, 1].sum(1)
+    if m := _BUCKET_METRIC.match(metric):
+        rows = ((summary.get("per_document_buckets") or {}).get(m.group(1)) or {}).get(m.group(2))
+        if not rows:
+            return None
+        data = np.asarray(rows, np.float64)  # [D, 2]: targets, bits
+
+        def bucket_loss(idx):  # nats per target; NaN for a draw without a target in the bucket
+            targets = data[idx, 0].sum(1)
+            return np.where(targets > 0, data[idx, 1].sum(1) * math.log(2) / np.maximum(targets, 1), np.nan)
+
+        return bucket_loss
     if m := _TASK_METRIC.match(metric):
         return _task_statistic(summary, m)
     return None
@@ -112,7 +124,7 @@ def estimate(groups: dict[str, list[dict]], metric: str) -> dict[str, Estimate]:
         est = Estimate(float(np.mean(values)))
         if paired and all(f is not None for f in funcs[g]):
             est.draws = np.mean([f(idx) for f in funcs[g]], axis=0)
-            est.lo, est.hi = (float(x) for x in np.percentile(est.draws, [2.5, 97.5]))
+            est.lo, est.hi = (float(x) for x in np.nanpercentile(est.draws, [2.5, 97.5]))
         out[g] = est
     return out
 
@@ -122,7 +134,7 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
     est = Estimate(a.mean - b.mean)
     if a.draws is not None and b.draws is not None:
         est.draws = a.draws - b.draws
-        est.lo, est.hi = (float(x) for x in np.percentile(est.draws, [2.5, 97.5]))
+        est.lo, est.hi = (float(x) for x in np.nanpercentile(est.draws, [2.5, 97.5]))
     return est
 
 

@@ -125,15 +125,22 @@ def frequency_buckets(
 
 
 def make_bucket_eval_step(graphdef, positions, bucket_of, num_buckets: int):
-    """(params, inputs, targets, mask) -> (NLL sum [K], target count [K]) per bucket of the target id, and the same
-    per bucket of the input id (the token just read: the loss of the prediction after a rare or unknown word)."""
+    """(params, inputs, targets, mask, docs, *, num_documents) -> (NLL sum [D, K], target count [D, K]) per test
+    document and bucket of the target id, and the same per bucket of the input id (the token just read: the loss of
+    the prediction after a rare or unknown word)."""
     bucket_of = jnp.asarray(bucket_of)
 
-    @jax.jit
-    def step(params, inputs, targets, mask):
+    def step(params, inputs, targets, mask, docs, *, num_documents: int):
         nll = token_nll(graphdef, positions, params, inputs, targets)
         mask = mask.astype(jnp.float32)
-        per = lambda x, ids: jax.ops.segment_sum(x.reshape(-1), ids.reshape(-1), num_segments=num_buckets)  # noqa: E731
+        n = num_documents * num_buckets
+
+        def per(x, bucket):  # [B,T] summed per (document, bucket) -> [D, K]
+            ids = docs * num_buckets + bucket
+            return jax.ops.segment_sum(x.reshape(-1), ids.reshape(-1), num_segments=n).reshape(
+                -1, num_buckets
+            )
+
         after = bucket_of[jnp.minimum(inputs, bucket_of.shape[0] - 1)]
         return (
             per(nll * mask, bucket_of[targets]),
@@ -142,24 +149,32 @@ def make_bucket_eval_step(graphdef, positions, bucket_of, num_buckets: int):
             per(mask, after),
         )
 
-    return step
+    return jax.jit(step, static_argnames="num_documents")
 
 
 def evaluate_buckets(step, params, split, names, *, length, batch_size, mesh) -> dict:
     """{"loss_bucket/<name>": mean NLL (nats), "count_bucket/<name>": targets} by the target's train frequency, and
     {"loss_after/<name>", "count_after/<name>"} by the train frequency of the input token before it, over the
-    whole split."""
-    total = None
-    for inputs, targets, mask, _ in eval_windows(
-        split.tokens, length=length, batch_size=batch_size, close=split.close
+    whole split; "per_document": {"loss_bucket/<name>" or "loss_after/<name>": [[targets, NLL in bits], ...] per
+    test document}, so an interval over documents can be recomputed from a run's summary."""
+    tokens = np.asarray(split.tokens)
+    document = split.document_of(np.arange(len(tokens)))
+    num_documents, total = int(document.max()) + 1, None
+    for inputs, targets, mask, index in eval_windows(
+        tokens, length=length, batch_size=batch_size, close=split.close
     ):
-        out = step(params, *shard_batch((inputs, targets, mask), mesh))
+        docs = np.where(index >= 0, document[np.maximum(index, 0)], 0).astype(np.int32)
+        out = step(params, *shard_batch((inputs, targets, mask, docs), mesh), num_documents=num_documents)
         total = out if total is None else tuple(a + b for a, b in zip(total, out))
-    target_nll, target_n, after_nll, after_n = (to_host(x).tolist() for x in total)
-    out = {}
+    target_nll, target_n, after_nll, after_n = (np.asarray(to_host(x), np.float64) for x in total)  # [D, K]
+    out, per_document = {}, {}
     for kind, nlls, counts in (("bucket", target_nll, target_n), ("after", after_nll, after_n)):
-        for name, nll, count in zip(names, nlls, counts):
+        for k, name in enumerate(names):
+            count = float(counts[:, k].sum())
             if count:
-                out[f"loss_{kind}/{name}"] = nll / count
+                out[f"loss_{kind}/{name}"] = float(nlls[:, k].sum()) / count
                 out[f"count_{kind}/{name}"] = count
-    return out
+                per_document[f"loss_{kind}/{name}"] = [
+                    [int(c), float(x) / LN2] for c, x in zip(counts[:, k], nlls[:, k], strict=True)
+                ]
+    return {**out, "per_document": per_document}

@@ -6,7 +6,7 @@ windows of the valid split at the training length. The final evaluation scores t
 documents data.max_eval_bytes samples) at every evaluation length, in non-overlapping or sliding windows
 (`eval.stride`; research/training/evaluate.py), and keeps per-document totals and the loss by position in the
 window for the summary; with `eval.frequency_buckets`, also the loss by train-split frequency of the target token
-and of the input token before it.
+and of the input token before it, with per-document totals of each bucket.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class LanguageModel:
         )  # fmt: skip
 
     def _by_frequency(self, params, log) -> dict:
-        """Test loss at the training length by train-split frequency of the target token."""
+        """Test loss at the training length by train-split frequency of the target token and of the input token."""
         tokenizer, seq_len = self.data.tokenizer, self.config.data.seq_len
         names, bucket_of = frequency_buckets(
             self.data.splits["train"].tokens, tokenizer.vocab_size, self.config.eval.frequency_buckets,
@@ -168,6 +168,7 @@ class LanguageModel:
             step_fn, params, self.data.splits["test"], names, length=seq_len,
             batch_size=self.config.eval.batch_size, mesh=self.view.mesh,
         )  # fmt: skip
+        self.details["per_document_buckets"] = {f"test/len_{seq_len}": out.pop("per_document")}
         for kind in ("bucket", "after"):
             log(
                 f"test loss by train frequency of the {'target' if kind == 'bucket' else 'input'} token: "
