@@ -38,6 +38,7 @@ from pathlib import Path
 
 from research.config import Config, DataConfig, EvalConfig, ModelConfig
 from research.studies import plotting
+from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import parse_knobs, schedule
 from research.studies.figures import evaluation_note
 
@@ -145,6 +146,11 @@ def metrics() -> list[str]:
     ]
 
 
+def baseline() -> dict:
+    """BPE-4k, the middle of the range and the tokenizer whose bytes `bytes_matched` gives every other one."""
+    return {"tokenizer": BYTES_BUDGET_FROM}
+
+
 def derived(summary: dict) -> dict:
     """Metrics computed from a run summary: tokens per byte (test split), test OOV rate, training throughput."""
     return {
@@ -188,3 +194,28 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         fig, "Tokenizer granularity: bits per byte and tokens per byte", evaluation_note(groups)
     )
     return [plotting.save_figure(fig, folder / "by_tokenizer.png")]
+
+
+BOSTROM = "Bostrom & Durrett 2020 (Findings of EMNLP, arXiv 2004.03720)"
+
+
+def verdicts(groups: dict) -> list:
+    """Unigram LM against BPE at the same 4k vocabulary (Bostrom & Durrett 2020: unigram is the better tokenizer
+    for LM pretraining), judged on the `bytes_matched` runs only: the token-matched study's 60 kB test sample holds
+    too few documents for an interval."""
+    a = verdicts_lib.group_key(groups, tokenizer="unigram4k")
+    b = verdicts_lib.group_key(groups, tokenizer="bpe4k")
+    if a is None or b is None or groups[a][0]["summary"]["config"]["data"].get("max_eval_bytes"):
+        return []
+    metric = f"test/len_{SEQ_LEN}/bpb"
+    if (est := verdicts_lib.paired(groups, (a, metric), (b, metric))) is None:
+        return []
+    claim = verdicts_lib.Claim(
+        "Unigram LM tokenization is better than BPE for language modelling at the same vocabulary size",
+        BOSTROM,
+        f"tokenizer_granularity:bytes_matched: 4k pieces each, the same bytes read, {len(groups[a])} seed(s)",
+        "unigram4k minus bpe4k, test bpb",
+        "<",
+        command="python scripts/sweep.py experiments/tokenizer_granularity.py:bytes_matched --jobs 2",
+    )
+    return [(claim, est)]
