@@ -79,6 +79,77 @@ def test_pretrained_init_judges_vectors_against_the_frozen_random_control():
     assert [judge(c, e) for c, e in judged.values()] == ["reproduces", "reproduces"]
 
 
+def test_char_word_judges_each_design_against_the_word_control_with_its_readout():
+    """Synthetic summaries with per-document bucket totals: char_cnn (untied readout) is judged against
+    word_untied, the gate (tied) against the tied word table; a design better after unknown words reproduces,
+    one equal to its control is inconclusive, and the intervals come from the bucket totals."""
+    import numpy as np
+
+    from research.studies.report import group
+    from research.studies.verdicts import judge
+
+    from .test_sweep_report import _summary_with_documents
+
+    module = load_experiment(Path("experiments/char_word.py"))
+    rng = np.random.default_rng(0)
+    doc_bytes = [int(x) for x in rng.integers(100, 400, 8)]
+    after_oov = {"word": 5.0, "word_untied": 5.0, "char_cnn": 4.0, "word_char_gate": 5.0}  # nats per target
+
+    counts, noise = rng.integers(20, 60, 8), rng.uniform(0.9, 1.1, 8)  # per test document, the same for all
+
+    def summary(design):
+        out = _summary_with_documents([b * 1.7 for b in doc_bytes], doc_bytes, "test/len_64")
+        rows = [[n, n * after_oov[design] * e / np.log(2)] for n, e in zip(counts, noise, strict=True)]
+        loss = sum(x for _, x in rows) * np.log(2) / sum(n for n, _ in rows)
+        out["metrics"]["test/len_64/loss_after/oov"] = loss
+        out["per_document_buckets"] = {
+            "test/len_64": {"loss_after/oov": [[int(n), float(x)] for n, x in rows]}
+        }
+        out["config"] = {
+            "data": {"seq_len": 64, "batch_size": 16, "train_fraction": 0.25},
+            "train": {"steps": 400},
+        }
+        out["tokens"] = {"train": 400 * 16 * 64 // 3}
+        return out
+
+    rows = [{"knobs": {"embedding": d, "seed": "0"}, "summary": summary(d)} for d in after_oov]
+    judged = {
+        c.quantity.split(",")[0]: (c, e)
+        for c, e in module.verdicts(group(rows))
+        if "loss_after/oov" in c.quantity
+    }
+    assert set(judged) == {"char_cnn minus word_untied", "word_char_gate minus word"}
+    claim, est = judged["char_cnn minus word_untied"]
+    assert judge(claim, est) == "reproduces" and est.lo < est.mean < est.hi < 0
+    assert "fair,quarter" in claim.command and "3.0 epochs of 25%" in claim.setup
+    assert judge(*judged["word_char_gate minus word"]) == "inconclusive at this scale"
+
+
+def test_tokenizer_granularity_judges_unigram_against_bpe_on_whole_split_runs_only():
+    """Bostrom & Durrett's claim is judged on runs that score every test document (bytes_matched), never on the
+    token-matched study's capped sample."""
+    from research.studies.report import group
+    from research.studies.verdicts import judge
+
+    from .test_sweep_report import _summary_with_documents
+
+    module = load_experiment(Path("experiments/tokenizer_granularity.py"))
+    doc_bytes = [100, 250, 180, 320, 150, 210, 90]
+
+    def rows(cap):
+        out = []
+        for name, factor in (("bpe4k", 2.8), ("unigram4k", 2.7)):
+            summary = _summary_with_documents([b * factor * (1 + i % 3 / 50) for i, b in enumerate(doc_bytes)],
+                                              doc_bytes, "test/len_128")  # fmt: skip
+            summary["config"] = {"data": {"max_eval_bytes": cap}}
+            out.append({"knobs": {"seed": "0", "tokenizer": name}, "summary": summary})
+        return out
+
+    ((claim, est),) = module.verdicts(group(rows(None)))
+    assert judge(claim, est) == "reproduces" and "bytes_matched" in claim.command
+    assert module.verdicts(group(rows(60_000))) == []
+
+
 def test_the_learning_rate_grid_picks_each_schemes_rate_on_the_valid_split():
     """Synthetic summaries: rope's valid loss is lowest at 2e-3, alibi's at 1.2e-2 (and its 6e-3 test is worse) ->
     each is reported at its own rate, and the ranking at 8L changes with it."""
