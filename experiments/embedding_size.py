@@ -119,6 +119,11 @@ def metrics() -> list[str]:
     return [f"test/len_{SEQ_LEN}/bpb"]
 
 
+def baseline() -> dict:
+    """The plain tied table at d_model 128: every other row as a paired difference to it."""
+    return {"d_model": REFERENCE_D_MODEL, "embed_dim": 0}
+
+
 def headline(groups: dict) -> list[str]:
     """The `equal_params` study (a factorized width at a d_model other than 128): each factorized width against the
     plain table at (nearly) the same total parameter count, paired over test documents."""
@@ -174,3 +179,35 @@ def figures(groups: dict, folder: Path) -> list[Path]:
         fig, "Test bits per byte against embedding width and model size", evaluation_note(groups)
     )
     return [plotting.save_figure(fig, folder / "bpb_vs_embedding.png")]
+
+
+ALBERT = "Lan et al. 2020 (ICLR, arXiv 1909.11942), Sec. 3.1"
+ALBERT_WIDTH = 16
+"""ALBERT's ratio E = H/6 (128 of 768) at our d_model 128 is ~21; of EQUAL_WIDTHS, 16 is the nearest."""
+
+
+def verdicts(groups: dict) -> list:
+    """ALBERT's factorization claim at an equal parameter budget (`equal_params` runs only): the factorized
+    embedding at its matched d_model minus the plain table, paired over test documents."""
+    table = verdicts_lib.group_key(groups, d_model=REFERENCE_D_MODEL, embed_dim=0)
+    factorized = [
+        key for key, m in groups.items()
+        if int(m[0]["knobs"]["embed_dim"]) == ALBERT_WIDTH and int(m[0]["knobs"]["d_model"]) != REFERENCE_D_MODEL
+    ]  # fmt: skip
+    if table is None or len(factorized) != 1:
+        return []
+    metric = metrics()[0]
+    if (est := verdicts_lib.paired(groups, (factorized[0], metric), (table, metric))) is None:
+        return []
+    d_model = groups[factorized[0]][0]["knobs"]["d_model"]
+    claim = verdicts_lib.Claim(
+        "Factorizing the embedding (E ~ H/6) and spending the freed parameters on the rest of the model lowers the "
+        "loss at an equal parameter budget",
+        ALBERT,
+        f"embedding_size:equal_params: BPE-4k LM, 300 steps, {len(groups[table])} seed(s); E={ALBERT_WIDTH} at "
+        f"d_model {d_model} vs the plain table at d_model {REFERENCE_D_MODEL}, parameters within 4%",
+        "factorized minus plain table, test bpb",
+        "<",
+        command="python scripts/sweep.py experiments/embedding_size.py:equal_params --jobs 2",
+    )
+    return [(claim, est)]

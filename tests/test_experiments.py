@@ -224,6 +224,12 @@ def test_the_equal_budget_headline_pairs_each_width_with_the_table():
     (line,) = module.headline(group(rows))
     assert "E=16 at d_model 168 (1,100,016 parameters) -0.1" in line and "E=64 at d_model 152" in line
     assert module.headline(group(rows[:1])) == []
+    # ALBERT's claim is judged at its width ratio (E=16) on the equal-budget pair only
+    from research.studies.verdicts import judge
+
+    ((claim, est),) = module.verdicts(group(rows))
+    assert "E=16 at d_model 168" in claim.setup and judge(claim, est) == "reproduces"
+    assert module.verdicts(group([rows[0], rows[2]])) == []
 
 
 def test_tokenizers_matched_on_bytes_read_the_same_bytes():
