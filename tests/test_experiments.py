@@ -126,8 +126,8 @@ def test_char_word_judges_each_design_against_the_word_control_with_its_readout(
 
 
 def test_tokenizer_granularity_judges_unigram_against_bpe_on_whole_split_runs_only():
-    """Bostrom & Durrett's claim is judged on runs that score every test document (bytes_matched), never on the
-    token-matched study's capped sample."""
+    """Bostrom & Durrett's claim is judged on runs that score every test document, never on a capped sample; the
+    row names the comparison (bytes matched when the tokenizers trained different steps)."""
     from research.studies.report import group
     from research.studies.verdicts import judge
 
@@ -136,17 +136,20 @@ def test_tokenizer_granularity_judges_unigram_against_bpe_on_whole_split_runs_on
     module = load_experiment(Path("experiments/tokenizer_granularity.py"))
     doc_bytes = [100, 250, 180, 320, 150, 210, 90]
 
-    def rows(cap):
+    def rows(cap, unigram_steps=301):
         out = []
         for name, factor in (("bpe4k", 2.8), ("unigram4k", 2.7)):
             summary = _summary_with_documents([b * factor * (1 + i % 3 / 50) for i, b in enumerate(doc_bytes)],
                                               doc_bytes, "test/len_128")  # fmt: skip
-            summary["config"] = {"data": {"max_eval_bytes": cap}}
+            steps = unigram_steps if name == "unigram4k" else 300
+            summary["config"] = {"data": {"max_eval_bytes": cap}, "train": {"steps": steps}}
             out.append({"knobs": {"seed": "0", "tokenizer": name}, "summary": summary})
         return out
 
     ((claim, est),) = module.verdicts(group(rows(None)))
     assert judge(claim, est) == "reproduces" and "bytes_matched" in claim.command
+    ((claim, _),) = module.verdicts(group(rows(None, unigram_steps=300)))
+    assert "same tokens read" in claim.setup and "bytes_matched" not in claim.command
     assert module.verdicts(group(rows(60_000))) == []
 
 
