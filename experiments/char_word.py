@@ -13,11 +13,12 @@ the loss of predicting <unk>, and the gain of reading an unknown word shows up i
 
 `fair`: the comparison a reviewer asks for: a word-only control with the same kind of readout as each character
 design (`word_untied` for char_cnn and concat, whose readout is a separate [d, V] matrix; the tied `word` for sum and
-gate, which tie their readout to their word table), >= 3 epochs (FAIR_STEPS), and the loss after rare or unknown input words as the headline
-(`loss_after/...` in each summary); about 48 min per run on 2 CPU cores. `fair,quarter` is the same
-comparison on the first quarter of the train split's tokens (`data.train_fraction`; the vocabulary is still the
-whole split's), so that 3 epochs take FAIR_STEPS / 4 = 400 steps (~12 min per run): fewer distinct words, more rare
-ones, which is where the character designs are claimed to help.
+gate, which tie their readout to their word table), >= 3 epochs (FAIR_STEPS), and the loss after rare or unknown
+input words as the headline (`loss_after/...` in each summary); 15-27 min per run on 2 CPU cores (estimated from
+`fair,quarter`). `fair,quarter` is the same comparison on the first quarter of the train split's tokens
+(`data.train_fraction`; the vocabulary is still the whole split's), so that 3 epochs take FAIR_STEPS / 4 = 400 steps
+(3-7 min per run, two at a time): fewer distinct words, more rare ones, which is where the character designs are
+claimed to help.
 
 Commands:
   python scripts/sweep.py experiments/char_word.py --jobs 2        # 5 designs x 2 seeds
@@ -180,12 +181,11 @@ def verdicts(groups: dict) -> list:
     if verdicts_lib.group_key(groups, embedding="word_untied") is None:
         return out
     for claim, source, design, control, metric, expect in CLAIMS:
-        a = verdicts_lib.group_key(groups, embedding=design)
-        b = verdicts_lib.group_key(groups, embedding=control)
-        if a is None or b is None:
+        if (a := verdicts_lib.group_key(groups, embedding=design)) is None:
             continue
-        name = f"test/len_{_seq_len(groups[b][0])}/{metric}"
-        if (est := verdicts_lib.paired(groups, (a, name), (b, name))) is None:
+        name = f"test/len_{_seq_len(groups[a][0])}/{metric}"
+        est = verdicts_lib.paired_knobs(groups, name, {"embedding": design}, {"embedding": control})
+        if est is None:
             continue
         summary = groups[a][0]["summary"]
         data, steps = summary["config"]["data"], summary["config"]["train"]["steps"]

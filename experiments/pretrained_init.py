@@ -209,9 +209,9 @@ def verdicts(groups: dict) -> list:
     metric, out = metrics()[0], []
 
     def gain(init, control, fraction):
-        a = verdicts_lib.group_key(groups, fraction=fraction, init=init)
-        b = verdicts_lib.group_key(groups, fraction=fraction, init=control)
-        return None if a is None or b is None else verdicts_lib.paired(groups, (a, metric), (b, metric))
+        return verdicts_lib.paired_knobs(
+            groups, metric, {"fraction": fraction, "init": init}, {"fraction": fraction, "init": control}
+        )
 
     for claim, init, control, fractions, expect in CLAIMS:
         gains = [gain(init, control, f) for f in fractions]

@@ -206,11 +206,13 @@ def verdicts(groups: dict) -> list:
     for LM pretraining), on runs that score every test document (a 60 kB sample holds too few for an interval):
     the token-matched study and `bytes_matched`."""
     a = verdicts_lib.group_key(groups, tokenizer="unigram4k")
-    b = verdicts_lib.group_key(groups, tokenizer="bpe4k")
-    if a is None or b is None or groups[a][0]["summary"]["config"]["data"].get("max_eval_bytes"):
+    if a is None or groups[a][0]["summary"]["config"]["data"].get("max_eval_bytes"):
         return []
     metric = f"test/len_{SEQ_LEN}/bpb"
-    if (est := verdicts_lib.paired(groups, (a, metric), (b, metric))) is None:
+    est = verdicts_lib.paired_knobs(
+        groups, metric, {"tokenizer": "unigram4k"}, {"tokenizer": BYTES_BUDGET_FROM}
+    )
+    if est is None:
         return []
     by_bytes = any(m[0]["summary"]["config"]["train"]["steps"] != STEPS for m in groups.values())
     knob, read = (":bytes_matched", "the same bytes read") if by_bytes else ("", "the same tokens read")

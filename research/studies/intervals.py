@@ -2,11 +2,12 @@
 (task runs), seeds kept.
 
 A run's summary holds per-unit totals: for every evaluation length, each test document's [bytes, targets, bits]
-(`per_document`) and, with frequency buckets, its [targets, bits] in each bucket (`per_document_buckets`), or each test example's output tokens and how many of them were right (`per_example`). A table
-cell averages a metric over the runs (seeds) of a group. One bootstrap draw resamples the units with replacement,
-recomputes the metric of every run on those units, and averages over the group's seeds; the 95% interval is the
-2.5 and 97.5 percentiles of `RESAMPLES` draws. Every run and group uses the same draws (the same test set: the
-units are paired), so the difference of a group to a baseline group has its own interval from the same draws.
+(`per_document`) and, with frequency buckets, its [targets, bits] in each bucket (`per_document_buckets`), or each
+test example's output tokens and how many of them were right (`per_example`). A table cell averages a metric over
+the runs (seeds) of a group. One bootstrap draw resamples the units with replacement, recomputes the metric of every
+run on those units, and averages over the group's seeds; the 95% interval is the 2.5 and 97.5 percentiles of
+`RESAMPLES` draws. Every run and group uses the same draws (the same test set: the units are paired), so the
+difference of a group to a baseline group has its own interval from the same draws.
 
     statistic(summary, metric) -> f(indices [R, U]) -> values [R], or None where the summary has no per-unit data
     estimate(groups, metric)   -> {group: Estimate(mean, lo, hi, draws)}

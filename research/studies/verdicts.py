@@ -110,3 +110,10 @@ def paired(groups: dict, a: tuple[str, str], b: tuple[str, str]) -> Estimate | N
     if a[0] not in ests[a[1]] or b[0] not in ests[b[1]]:
         return None
     return difference(ests[a[1]][a[0]], ests[b[1]][b[0]])
+
+
+def paired_knobs(groups: dict, metric: str, a: dict, b: dict) -> Estimate | None:
+    """The group whose knobs are `a` minus the group whose knobs are `b` on `metric`, paired over the same test
+    units; None when either group is absent."""
+    ka, kb = group_key(groups, **a), group_key(groups, **b)
+    return None if ka is None or kb is None else paired(groups, (ka, metric), (kb, metric))

@@ -56,6 +56,20 @@ def make_eval_step(graphdef, positions):
     return jax.jit(eval_step, static_argnames="num_documents")
 
 
+def document_totals(step, params, split, *, mesh, **windows) -> tuple[np.ndarray, ...]:
+    """`step(params, inputs, targets, mask, docs, *, num_documents)` over the split's evaluation windows (`windows`:
+    eval_windows' arguments), each target tagged with its document (docs [B,T]), its outputs summed on the device
+    over batches -> host float64 arrays."""
+    tokens = np.asarray(split.tokens)
+    document = split.document_of(np.arange(len(tokens)))  # [N] document of each stream position
+    num_documents, totals = int(document.max()) + 1, None
+    for inputs, targets, mask, index in eval_windows(tokens, close=split.close, **windows):
+        docs = np.where(index >= 0, document[np.maximum(index, 0)], 0).astype(np.int32)
+        out = step(params, *shard_batch((inputs, targets, mask, docs), mesh), num_documents=num_documents)
+        totals = out if totals is None else tuple(a + b for a, b in zip(totals, out))  # on device: no sync
+    return tuple(np.asarray(to_host(x), np.float64) for x in totals)
+
+
 def evaluate_split(
     eval_step, params, split, *, length, batch_size, mesh, stride=None, max_windows=None
 ) -> dict:
@@ -64,23 +78,10 @@ def evaluate_split(
     `per_document` ([[bytes, targets, bits], ...] in document order) is None for a prefix of the split
     (`max_windows`), whose bits per byte is then a token-weighted estimate."""
     tokens = np.asarray(split.tokens)
-    document = split.document_of(np.arange(len(tokens)))  # [N] document of each stream position
-    num_documents = int(document.max()) + 1
-    totals = None
-    for inputs, targets, mask, index in eval_windows(
-        tokens,
-        length=length,
-        batch_size=batch_size,
-        stride=stride,
-        max_windows=max_windows,
-        close=split.close,
-    ):
-        docs = np.where(index >= 0, document[np.maximum(index, 0)], 0).astype(np.int32)
-        out = eval_step(
-            params, *shard_batch((inputs, targets, mask, docs), mesh), num_documents=num_documents
-        )
-        totals = out if totals is None else tuple(a + b for a, b in zip(totals, out))  # on device: no sync
-    doc_nll, doc_count, pos_nll, pos_count = (np.asarray(to_host(x), np.float64) for x in totals)
+    doc_nll, doc_count, pos_nll, pos_count = document_totals(
+        eval_step, params, split, mesh=mesh,
+        length=length, batch_size=batch_size, stride=stride, max_windows=max_windows,
+    )  # fmt: skip
     bits, count = doc_nll / LN2, float(doc_count.sum())
     loss = float(doc_nll.sum()) / count
     whole = max_windows is None and split.doc_bytes is not None
@@ -136,10 +137,8 @@ def make_bucket_eval_step(graphdef, positions, bucket_of, num_buckets: int):
         n = num_documents * num_buckets
 
         def per(x, bucket):  # [B,T] summed per (document, bucket) -> [D, K]
-            ids = docs * num_buckets + bucket
-            return jax.ops.segment_sum(x.reshape(-1), ids.reshape(-1), num_segments=n).reshape(
-                -1, num_buckets
-            )
+            ids = (docs * num_buckets + bucket).reshape(-1)
+            return jax.ops.segment_sum(x.reshape(-1), ids, num_segments=n).reshape(-1, num_buckets)
 
         after = bucket_of[jnp.minimum(inputs, bucket_of.shape[0] - 1)]
         return (
@@ -157,16 +156,9 @@ def evaluate_buckets(step, params, split, names, *, length, batch_size, mesh) ->
     {"loss_after/<name>", "count_after/<name>"} by the train frequency of the input token before it, over the
     whole split; "per_document": {"loss_bucket/<name>" or "loss_after/<name>": [[targets, NLL in bits], ...] per
     test document}, so an interval over documents can be recomputed from a run's summary."""
-    tokens = np.asarray(split.tokens)
-    document = split.document_of(np.arange(len(tokens)))
-    num_documents, total = int(document.max()) + 1, None
-    for inputs, targets, mask, index in eval_windows(
-        tokens, length=length, batch_size=batch_size, close=split.close
-    ):
-        docs = np.where(index >= 0, document[np.maximum(index, 0)], 0).astype(np.int32)
-        out = step(params, *shard_batch((inputs, targets, mask, docs), mesh), num_documents=num_documents)
-        total = out if total is None else tuple(a + b for a, b in zip(total, out))
-    target_nll, target_n, after_nll, after_n = (np.asarray(to_host(x), np.float64) for x in total)  # [D, K]
+    target_nll, target_n, after_nll, after_n = document_totals(
+        step, params, split, mesh=mesh, length=length, batch_size=batch_size
+    )  # [D, K] each
     out, per_document = {}, {}
     for kind, nlls, counts in (("bucket", target_nll, target_n), ("after", after_nll, after_n)):
         for k, name in enumerate(names):
