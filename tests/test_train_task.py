@@ -86,6 +86,38 @@ def test_right_padding_leaves_real_token_logits_unchanged(positional):
     np.testing.assert_allclose(long[:, :9], short, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "positional,positions",
+    [("rope", "contiguous"), ("alibi", "contiguous"), ("t5_bias", "contiguous"), ("learned", "randomized")],
+)
+def test_padding_each_length_to_its_own_bucket_scores_as_padding_to_the_longest(positional, positions):
+    """evaluate_lengths pads each input length to its rounded-up sequence length (PAD_MULTIPLE) instead of the
+    longest: every per-example count, teacher-forced and free-running, and every loss is the same."""
+    from research.model.build import resolve_model
+    from research.runtime.mesh import make_mesh
+    from research.training.task import evaluate_lengths, make_eval_step, make_generate_step, resolve_task
+
+    config = task_config(positional, positions)
+    task = resolve_task(config)
+    positions_spec = (
+        {**config.model.positions, "eval_mode": "randomized"} if positions == "randomized" else {}
+    )
+    model_config = dataclasses.replace(config.model, positions=positions_spec or config.model.positions)
+    resolved = resolve_model(model_config, max_len=64, vocab_size=task.vocab_size)
+    graphdef, params = nnx.split(Transformer(resolved, vocab_size=task.vocab_size, rngs=nnx.Rngs(1)))
+    steps = (make_eval_step(graphdef, resolved.positions), make_generate_step(graphdef, resolved.positions))
+    longest = max_sequence_length(task, 24)
+    runs = [
+        evaluate_lengths(
+            steps, params, task, max_n=24, examples=4, length=longest, mesh=make_mesh(), multiple=multiple
+        )
+        for multiple in (None, 16)
+    ]
+    assert runs[0][1] == runs[1][1]  # per-example counts
+    for n in range(1, 25):
+        np.testing.assert_allclose(runs[0][0][n]["loss"], runs[1][0][n]["loss"], rtol=1e-5)
+
+
 def test_batches_are_pure_functions_of_seed_and_step():
     task = TASKS.get("bucket_sort")()
     length = max_sequence_length(task, 5)
