@@ -21,7 +21,9 @@ then read from models that learned the task where they were trained. The gate re
 no separate valid split); the out-of-distribution lengths are never read before the final evaluation.
 
 Scale (2 CPU cores): d_model 64, 2 layers, 4 heads, 1000 steps of 32 examples, lr 3e-3; the papers train far longer
-(Ruoss et al.: 2M steps). Tasks: reverse_string and bucket_sort (binary / 5-symbol alphabets).
+(Ruoss et al.: 2M steps). Tasks: reverse_string and bucket_sort (binary / 5-symbol alphabets). Sinusoidal and T5 bias
+run in their papers' recipes scaled to this size (PAPER_RECIPES: the paper's embedding scale; buckets up to half the
+training length), as in results/reproductions.
 
 Commands:
   python scripts/sweep.py experiments/length_generalization.py --jobs 2     # 6 schemes x 2 samplers x 2 tasks x 3 seeds
@@ -51,6 +53,19 @@ TRAIN_MAX, EVAL_MAX = 16, 48
 ID_GATE = 0.9  # the report flags OOD cells of runs below it (research/studies/report.py gated_groups)
 UNTIL_GATE_STEPS = 4000
 RANDOM_RANGE = 256  # randomized positions are drawn from [0, RANDOM_RANGE); >= the longest test sequence (96)
+D_MODEL = 64
+TRAIN_TOKENS = 32  # the longest training sequence (n = 16: input, separator, output less one token)
+PAPER_RECIPES = {
+    # Vaswani et al. 2017 (section 3.4): token embeddings of std d^-1/2 scaled by sqrt(d), so tokens (rms 1) and the
+    # amplitude-1 table (rms 0.71) are comparable; the default table (std 0.02, no scale) puts positions ~35x above
+    # the tokens and sinusoidal stayed at chance on reverse_string (results/reproductions: the same handicap).
+    "sinusoidal": {"embedding": {"name": "table", "scale": "sqrt_d", "init_std": D_MODEL**-0.5}},
+    # T5 (Raffel et al. 2020) trains its capped bucket (32 buckets to distance 128, inputs of 512). The default at
+    # 32 training tokens never reaches buckets past distance 31; scaled as in results/reproductions: 16 buckets
+    # (8 exact, 8 log-spaced) up to half the training length, so the shared last bucket is trained.
+    "t5_bias": {"positional": {"num_buckets": 16, "max_distance": TRAIN_TOKENS // 2}},
+}
+"""Each scheme in its paper's recipe scaled to this size; the other schemes' defaults are their papers' already."""
 
 
 def knobs(arg):
@@ -70,11 +85,12 @@ def knobs(arg):
 
 def get_config(arg: str = "") -> Config:
     k = knobs(arg)
-    steps, d_model, layers, examples = UNTIL_GATE_STEPS if k.until_gate else 1000, 64, 2, 128
+    steps, d_model, layers, examples = UNTIL_GATE_STEPS if k.until_gate else 1000, D_MODEL, 2, 128
     if k.runlocal:
         steps, d_model, layers, examples = 5, 32, 1, 8
+    recipe = PAPER_RECIPES.get(k.positional, {})
     positions = {"name": k.positions}
-    positional = {"name": k.positional}
+    positional = {"name": k.positional, **recipe.get("positional", {})}
     if k.positions == "randomized":
         positions["max_len"] = RANDOM_RANGE
         if k.positional == "learned":  # the table must cover every position drawn in training
@@ -83,8 +99,13 @@ def get_config(arg: str = "") -> Config:
         seed=k.seed,
         data=DataConfig(batch_size=32 if not k.runlocal else 8),
         model=ModelConfig(
-            d_model=d_model, num_layers=layers, num_heads=4, positional=positional, positions=positions
-        ),
+            d_model=d_model,
+            num_layers=layers,
+            num_heads=4,
+            positional=positional,
+            positions=positions,
+            **({"embedding": recipe["embedding"]} if "embedding" in recipe else {}),
+        ),  # fmt: skip
         train=TrainConfig(
             steps=steps,
             learning_rate=3e-3,  # better than 1e-3 for rope on reverse_string at 1000 steps (0.88 vs 0.81 in-dist)
