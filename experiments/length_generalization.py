@@ -17,8 +17,12 @@ Claims checked (results/README.md):
 report's gate (ID_GATE = 0.9: free-running sequence accuracy at n <= 16, every output right), checked every 100
 steps (`train.stop_when`), up to UNTIL_GATE_STEPS = 4000 (4x the default; the cosine schedule spans the 4000,
 so a run that stops early stops at a higher rate than the default run ends at). Out-of-distribution accuracy is
-then read from models that learned the task where they were trained. The gate reads the in-distribution lengths of the test set (the task objective has
-no separate valid split); the out-of-distribution lengths are never read before the final evaluation.
+then read from models that learned the task where they were trained. The gate reads the in-distribution lengths of
+the test set (the task objective has no separate valid split); the out-of-distribution lengths are never read before
+the final evaluation. Randomized-positions runs are evaluated (and gated) in the paper's mode, random test positions
+drawn as in training; an evaluation-only twin of each (`eval_positions=contiguous`) gives the contiguous column.
+Claims (verdicts, judged only where every run compared passed the gate): Ruoss et al. per scheme, the randomized run
+minus the contiguous run; Kazemnejad et al., NoPE minus RoPE, ALiBi and learned, contiguous positions.
 
 Scale (2 CPU cores): d_model 64, 2 layers, 4 heads, 1000 steps of 32 examples, lr 3e-3; the papers train far longer
 (Ruoss et al.: 2M steps). Tasks: reverse_string and bucket_sort (binary / 5-symbol alphabets). Sinusoidal and T5 bias
@@ -30,7 +34,7 @@ Commands:
   python scripts/report.py experiments/length_generalization.py             # -> results/length_generalization/
   python scripts/sweep.py experiments/length_generalization.py:small        # 1 seed (a third of the time)
   python scripts/sweep.py experiments/length_generalization.py:paper_eval --jobs 2   # randomized runs, 2 evaluations
-  python scripts/sweep.py experiments/length_generalization.py:until_gate --jobs 2   # up to 4x the steps
+  python scripts/sweep.py experiments/length_generalization.py:until_gate,small --jobs 2   # up to 4x the steps, seed 0
   python scripts/train.py experiments/length_generalization.py:runlocal --workdir /tmp/run   # seconds
 """
 
@@ -43,6 +47,7 @@ from research.studies import plotting
 from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import format_knobs, parse_knobs
 from research.studies.figures import evaluation_note
+from research.studies.report import gated_groups
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
 SAMPLERS = ("contiguous", "randomized")
@@ -78,7 +83,7 @@ def knobs(arg):
         task="reverse_string",
         positional="rope",
         positions="contiguous",
-        eval_positions="contiguous",
+        eval_positions="trained",
         seed=0,
     )
 
@@ -93,6 +98,8 @@ def get_config(arg: str = "") -> Config:
     positional = {"name": k.positional, **recipe.get("positional", {})}
     if k.positions == "randomized":
         positions["max_len"] = RANDOM_RANGE
+        if trained_eval_mode(k) == "randomized":
+            positions["eval_mode"] = "randomized"
         if k.positional == "learned":  # the table must cover every position drawn in training
             positional["max_len"] = RANDOM_RANGE
     config = Config(
@@ -123,19 +130,29 @@ def get_config(arg: str = "") -> Config:
             eval_examples=examples,
         ),
     )
-    return paper_evaluation(config, k) if k.eval_positions != "contiguous" else config
+    return config if k.eval_positions == "trained" else other_evaluation(config, k)
 
 
-def paper_evaluation(config: Config, k) -> Config:
-    """`eval_positions=randomized`: the trained randomized-positions run of the same cell and seed, evaluated with
-    random positions drawn as in training (Ruoss et al.'s reference code evaluates so) -> an evaluation-only run."""
-    if (k.positions, k.eval_positions) != ("randomized", "randomized"):
+def trained_eval_mode(k) -> str:
+    """How a trained randomized-positions run is evaluated (validation, the gate, the test): random positions drawn
+    as in training under `until_gate` (Ruoss et al.'s reference code evaluates so), else contiguous (the main
+    study's setting, kept so its runs stay comparable; `paper_eval` adds the other mode)."""
+    return "randomized" if k.until_gate else "contiguous"
+
+
+def other_evaluation(config: Config, k) -> Config:
+    """`eval_positions=<mode>`: the trained randomized-positions run of the same cell and seed evaluated with the
+    other mode of test positions -> an evaluation-only run."""
+    if k.positions != "randomized" or k.eval_positions not in ("contiguous", "randomized") or (
+        k.eval_positions == trained_eval_mode(k)
+    ):  # fmt: skip
         raise ValueError(
-            f"eval_positions: expected 'contiguous', or 'randomized' with positions=randomized; got "
+            f"eval_positions: expected 'trained', or with positions=randomized the mode it was not evaluated in "
+            f"({'contiguous' if trained_eval_mode(k) == 'randomized' else 'randomized'}); got "
             f"eval_positions={k.eval_positions!r} with positions={k.positions!r}"
         )
     trained = {"positional": k.positional, "positions": "randomized", "seed": k.seed, "task": k.task}
-    positions = {**config.model.positions, "eval_mode": "randomized"}
+    positions = {**config.model.positions, "eval_mode": k.eval_positions}
     train = dataclasses.replace(config.train, steps=0, warmup_steps=0, init_from=format_knobs(trained))
     model = dataclasses.replace(config.model, positions=positions)
     return dataclasses.replace(config, model=model, train=train)
@@ -143,7 +160,9 @@ def paper_evaluation(config: Config, k) -> Config:
 
 def sweep(add, arg: str = "") -> None:
     """Every scheme x sampler x task x seed; with `paper_eval`, the randomized-positions runs only, each with its
-    evaluation-only twin that draws random positions at test too (the contiguous runs are the main study's)."""
+    evaluation-only twin that draws random positions at test too (the contiguous runs are the main study's);
+    `until_gate` evaluates randomized runs with random positions and adds twins evaluated contiguously (not NoPE's:
+    it reads no positions)."""
     k = knobs(arg)
     seeds = (0,) if (k.small or k.runlocal) else (0, 1, 2)
     for seed in seeds:  # seed outermost: a partial sweep already covers every cell once
@@ -152,6 +171,9 @@ def sweep(add, arg: str = "") -> None:
                 if not k.paper_eval:
                     for positions in SAMPLERS:
                         add(task=task, positional=positional, positions=positions, seed=seed)
+                    if k.until_gate and positional != "nope":
+                        add(task=task, positional=positional, positions="randomized", eval_positions="contiguous",
+                            seed=seed)  # fmt: skip
                     continue
                 add(task=task, positional=positional, positions="randomized", seed=seed)
                 add(task=task, positional=positional, positions="randomized", eval_positions="randomized",
@@ -179,10 +201,7 @@ def paper_eval_lines(groups: dict) -> list[str]:
     metric, parts = "test/ood/token_accuracy", []
     for task in TASKS:
         for scheme in SCHEMES:
-            twins = [
-                verdicts_lib.group_key(groups, task=task, positional=scheme, positions="randomized", **extra)
-                for extra in ({"eval_positions": "randomized"}, {})
-            ]
+            twins = [_evaluated(groups, task, scheme, mode) for mode in ("randomized", "contiguous")]
             if None not in twins and (
                 est := verdicts_lib.paired(groups, (twins[0], metric), (twins[1], metric))
             ):
@@ -197,37 +216,104 @@ def paper_eval_lines(groups: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def _evaluated(groups: dict, task: str, scheme: str, mode: str) -> str | None:
+    """The group of randomized-positions runs of (task, scheme) evaluated with `mode` test positions, or None."""
+    for key, members in groups.items():
+        knob = members[0]["knobs"]
+        if (knob["task"], knob["positional"], knob["positions"]) == (task, scheme, "randomized") and (
+            _column(members[0])[1] == mode
+        ):  # fmt: skip
+            return key
+    return None
+
+
 def until_gate_lines(groups: dict) -> list[str]:
-    """The steps each `until_gate` run trained before its in-distribution accuracy passed the gate."""
+    """The steps each `until_gate` run trained before its in-distribution accuracy passed the gate, and the claims
+    left unjudged because a run they compare is below it."""
     parts = []
     for key, members in sorted(groups.items()):
-        if members[0]["summary"].get("config", {}).get("train", {}).get("stop_when"):
+        if _gated_training(members[0]):
             steps = [m["summary"].get("stopped_at") for m in members]
             shown = ", ".join(str(s) if s else f"not in {UNTIL_GATE_STEPS}" for s in steps)
             parts.append(f"{key}: {shown}")
-    return (
-        [
-            f"- **Steps until the gate** (in-distribution free-running sequence accuracy >= {ID_GATE}): "
-            + "; ".join(parts)
-            + "."
-        ]
-        if parts
-        else []
-    )
+    lines = [
+        f"- **Steps until the gate** (in-distribution free-running sequence accuracy >= {ID_GATE}): "
+        + "; ".join(parts) + "."
+    ] if parts else []  # fmt: skip
+    comparisons = _comparisons(groups)
+    if unjudged := [f"{q} ({task})" for task, q, _, _, a, b in comparisons if not _judged(groups, a, b)]:
+        lines.append(f"- **Not judged** (a run compared is below the gate): {'; '.join(unjudged)}.")
+    return lines
+
+
+def _gated_training(member: dict) -> bool:
+    """A run of `until_gate`: trained (not an evaluation-only twin) until the in-distribution gate."""
+    train = member["summary"].get("config", {}).get("train", {})
+    return bool(train.get("stop_when")) and train.get("steps", 0) > 0
+
+
+RUOSS = "Ruoss et al. 2023 (ACL, arXiv 2305.16843)"
+KAZEMNEJAD = "Kazemnejad et al. 2023 (NeurIPS, arXiv 2305.19466)"
+
+
+def _comparisons(groups: dict) -> list[tuple]:
+    """(task, quantity, claim, source, knobs a, knobs b) of every claim on `until_gate` runs: a minus b in
+    out-of-distribution token accuracy, paired over the test examples; empty for other studies."""
+    if not any(_gated_training(members[0]) for members in groups.values()):
+        return []
+    out = []
+    for task in TASKS:
+        cell = {"task": task}
+        for scheme in SCHEMES[1:]:  # Ruoss et al. evaluate with random positions as in training (their code)
+            out.append((task, f"{scheme}: randomized (random test positions) minus contiguous",
+                        "Randomized positions raise out-of-distribution accuracy", RUOSS,
+                        {**cell, "positional": scheme, "positions": "randomized"},
+                        {**cell, "positional": scheme, "positions": "contiguous"}))  # fmt: skip
+        for scheme in ("rope", "alibi", "learned"):
+            out.append((task, f"NoPE minus {scheme}, contiguous positions",
+                        "In a decoder-only model NoPE generalises to longer inputs better than RoPE, ALiBi and "
+                        "absolute encodings", KAZEMNEJAD, {**cell, "positional": "nope", "positions": "contiguous"},
+                        {**cell, "positional": scheme, "positions": "contiguous"}))  # fmt: skip
+    return out
+
+
+def _judged(groups: dict, a: dict, b: dict) -> bool:
+    """Both groups exist and passed the gate (a model that has not learned the task in distribution says nothing
+    about its length generalisation)."""
+    keys = {verdicts_lib.group_key(groups, **knobs) for knobs in (a, b)}
+    return None not in keys and not keys & gated_groups(groups, ID_GATE)
+
+
+def verdicts(groups: dict) -> list:
+    """The claims of `_comparisons` whose runs all passed the gate."""
+    out, metric = [], "test/ood/token_accuracy"
+    for task, quantity, claim, source, a, b in _comparisons(groups):
+        if not _judged(groups, a, b) or (est := verdicts_lib.paired_knobs(groups, metric, a, b)) is None:
+            continue
+        seeds = len(groups[verdicts_lib.group_key(groups, **b)])
+        out.append((verdicts_lib.Claim(
+            claim, source,
+            f"length_generalization:until_gate: {task}, trained on n <= {TRAIN_MAX} until the in-distribution gate "
+            f"(<= {UNTIL_GATE_STEPS} steps), tested on n = {TRAIN_MAX + 1}..{EVAL_MAX}, {seeds} seed(s)",
+            f"{quantity}, OOD token accuracy", ">",
+            command="python scripts/sweep.py experiments/length_generalization.py:until_gate"
+            + (",small" if seeds == 1 else "") + " --jobs 2",
+        ), est))  # fmt: skip
+    return out
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:
     """Accuracy vs input length: one panel per (task, sampler at training / at evaluation), one line per scheme (mean
     over seeds, band = min..max)."""
     tasks = sorted({m["knobs"]["task"] for members in groups.values() for m in members})
-    columns = [c for c in COLUMNS if any(_column(m[0]["knobs"]) == c for m in groups.values())]
+    columns = [c for c in COLUMNS if any(_column(m[0]) == c for m in groups.values())]
     fig, axes = plotting.figure(len(tasks), len(columns), width=5.0, height=3.5, sharey=True)
     for row, task in enumerate(tasks):
         for col, column in enumerate(columns):
             ax = axes[row][col]
             for members in sorted(groups.values(), key=lambda g: g[0]["knobs"]["positional"]):
                 knob = members[0]["knobs"]
-                if knob["task"] == task and _column(knob) == column:
+                if knob["task"] == task and _column(members[0]) == column:
                     _accuracy_line(ax, members, knob["positional"])
             ax.axvline(TRAIN_MAX, color="grey", linestyle=":", linewidth=1)
             ax.set_title(
@@ -245,8 +331,10 @@ COLUMNS = (("contiguous", "contiguous"), ("randomized", "contiguous"), ("randomi
 """The figure's columns: (positions in training, positions at evaluation)."""
 
 
-def _column(knob: dict) -> tuple[str, str]:
-    return knob["positions"], knob.get("eval_positions", "contiguous")
+def _column(member: dict) -> tuple[str, str]:
+    """(positions in training, positions at evaluation) of a run, read from its config."""
+    positions = member["summary"]["config"]["model"]["positions"]
+    return positions["name"], positions.get("eval_mode", "contiguous")
 
 
 def _accuracy_line(ax, members: list[dict], label: str) -> None:

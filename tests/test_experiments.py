@@ -41,6 +41,15 @@ def test_randomized_evaluation_is_an_evaluation_only_run_of_the_randomized_run(t
     module = load_experiment(Path("experiments/length_generalization.py"))
     with pytest.raises(ValueError, match="eval_positions"):
         module.get_config("positions=contiguous,eval_positions=randomized")
+    # until_gate evaluates (and gates) randomized runs in the paper's mode; its twins evaluate them contiguously
+    study, runs = plan("experiments/length_generalization.py:until_gate,small", tmp_path / "gate")
+    trained = next(r for r in runs if "positions=randomized" in r.name and "eval_positions" not in r.name)
+    twin = next(r for r in runs if "eval_positions=contiguous" in r.name)
+    assert trained.settings.model.positions["eval_mode"] == "randomized" and trained.settings.train.stop_when
+    assert twin.settings.model.positions["eval_mode"] == "contiguous" and twin.settings.train.steps == 0
+    assert twin.after.name == twin.name.replace("eval_positions=contiguous,", "")
+    with pytest.raises(ValueError, match="eval_positions"):
+        module.get_config("until_gate=true,positions=randomized,eval_positions=randomized")
 
 
 def test_the_reproductions_recipes_change_one_setting_each():
@@ -257,3 +266,56 @@ def test_the_fine_tune_regime_pretrains_longer_and_fine_tunes_a_few_percent():
         "name": "yarn", "factor": 4.0, "beta_fast": 2.0, "beta_slow": 1.0, "original_max_len": 64
     }  # fmt: skip
     assert base.data.max_eval_bytes is None and module.get_config("stage=base").train.steps == 500
+
+
+def test_length_generalization_judges_only_runs_past_the_in_distribution_gate():
+    """until_gate: Ruoss et al. compare a randomized run evaluated with random positions against the contiguous
+    run, Kazemnejad et al. NoPE against each scheme; a comparison with a run below the gate is not judged but
+    listed; the intervals come from the per-example counts."""
+    import numpy as np
+
+    from research.studies.report import group
+
+    module = load_experiment(Path("experiments/length_generalization.py"))
+    rng = np.random.default_rng(0)
+    examples, lengths = 32, range(1, module.EVAL_MAX + 1)
+
+    def summary(in_dist, ood, eval_mode="contiguous", positions="contiguous"):
+        per_example = {}
+        for n in lengths:
+            right = rng.random((examples, n)) < (in_dist if n <= module.TRAIN_MAX else ood)
+            counts = [int(x) for x in right.sum(1)]
+            per_example[f"len_{n}"] = {"total": [n] * examples, "teacher": counts, "free": counts}
+        metrics = {
+            "test/in_dist/free_sequence_accuracy": 1.0 if in_dist == 1.0 else 0.0,
+            "test/ood/token_accuracy": ood,
+        }
+        config = {
+            "train": {
+                "steps": module.UNTIL_GATE_STEPS,
+                "stop_when": "valid/in_dist/free_sequence_accuracy>=0.9",
+            },
+            "task": {"train_max_length": module.TRAIN_MAX},
+            "model": {"positions": {"name": positions, "eval_mode": eval_mode}},
+        }
+        return {"metrics": metrics, "per_example": per_example, "config": config, "stopped_at": 900}
+
+    runs = {  # (positional, positions): summary
+        ("nope", "contiguous"): summary(1.0, 0.8),
+        ("rope", "contiguous"): summary(1.0, 0.5),
+        ("rope", "randomized"): summary(1.0, 0.7, "randomized", "randomized"),
+        ("alibi", "contiguous"): summary(0.5, 0.6),  # below the gate
+    }
+    rows = [
+        {"knobs": {"task": "reverse_string", "positional": p, "positions": s, "seed": "0"}, "summary": v}
+        for (p, s), v in runs.items()
+    ]
+    groups = group(rows)
+    judged = {c.quantity.split(",")[0]: (c, e) for c, e in module.verdicts(groups)}
+    assert set(judged) == {"rope: randomized (random test positions) minus contiguous", "NoPE minus rope"}
+    for quantity, (claim, est) in judged.items():
+        assert est.lo is not None and 0.1 < est.lo < est.mean < est.hi, quantity  # 0.2 and 0.3 apart
+        assert "until_gate,small" in claim.command
+    lines = "\n".join(module.until_gate_lines(groups))
+    assert "NoPE minus alibi, contiguous positions (reverse_string)" in lines
+    assert "Steps until the gate" in lines
