@@ -288,7 +288,7 @@ def test_length_generalization_judges_only_runs_past_the_in_distribution_gate():
             per_example[f"len_{n}"] = {"total": [n] * examples, "teacher": counts, "free": counts}
         metrics = {
             "test/in_dist/free_sequence_accuracy": 1.0 if in_dist == 1.0 else 0.0,
-            "test/ood/token_accuracy": ood,
+            "test/ood/free_token_accuracy": ood,
         }
         config = {
             "train": {
