@@ -77,8 +77,8 @@ def get_config(arg: str = "") -> Config:
         raise ValueError(
             f"method: expected one of {', '.join(dict.fromkeys(METHODS + REGIME_METHODS))}, got {k.method!r}"
         )
-    # pe_extrapolation's model and budget; the 60 kB test cap: docs/running.md#study-scale (`regime` lifts it)
-    seq_len, steps, eval_bytes, d_model, layers, batch = SEQ_LEN, 500, 60_000, 128, 3, 32
+    # pe_extrapolation's model and budget; every test document scored (eval_bytes None: paired intervals)
+    seq_len, steps, eval_bytes, d_model, layers, batch = SEQ_LEN, 500, None, 128, 3, 32
     lengths = EVAL_LENGTHS
     if k.runlocal:
         seq_len, steps, eval_bytes, d_model, layers, batch = 8, 4, 5_000, 32, 2, 4
@@ -86,7 +86,7 @@ def get_config(arg: str = "") -> Config:
     positional = {"name": "rope"}
     eval_positional = None
     if k.regime and not k.runlocal:
-        steps, eval_bytes = REGIME_BASE_STEPS, None
+        steps = REGIME_BASE_STEPS
     learning_rate, warmup = 6e-3, max(1, steps // 10)  # pe_extrapolation's recipe
     init_from = None
     if k.stage == "eval":
@@ -185,8 +185,8 @@ CLAIMS = [
     ("After the same fine-tune, YaRN is better at 4L than fine-tuning plain RoPE", PENG,
      "yarn", "none", FACTOR * SEQ_LEN, "<"),
 ]  # fmt: skip
-"""The fine-tuning claims, judged on the fine-tunes of a study scored on enough test documents for an interval (the
-`regime` knob; the main sweep caps its test split)."""
+"""The fine-tuning claims, judged on the fine-tunes of each study (the main sweep's 100-step fine-tunes of a 500-step
+base, and `regime`'s 50-step fine-tunes of a 2000-step base)."""
 
 
 def verdicts(groups: dict) -> list:
@@ -205,6 +205,7 @@ def verdicts(groups: dict) -> list:
         out.append((verdicts_lib.Claim(
             claim, source, f"rope_scaling: RoPE byte LM pre-trained {base} steps at L = {SEQ_LEN}, fine-tuned {steps} "
             f"steps at {FACTOR}L, 1 seed", f"{a} minus {b} at {length} (bpb)", expect,
-            command="python scripts/sweep.py experiments/rope_scaling.py:regime --jobs 2",
+            command="python scripts/sweep.py experiments/rope_scaling.py"
+            + (":regime" if base == REGIME_BASE_STEPS else "") + " --jobs 2",
         ), est))  # fmt: skip
     return out
