@@ -241,8 +241,10 @@ def until_gate_lines(groups: dict) -> list[str]:
         f"- **Steps until the gate** (in-distribution free-running sequence accuracy >= {ID_GATE}): "
         + "; ".join(parts) + "."
     ] if parts else []  # fmt: skip
-    comparisons = _comparisons(groups)
-    if unjudged := [f"{q} ({task})" for task, q, _, _, a, b in comparisons if not _judged(groups, a, b)]:
+    comparisons, below = _comparisons(groups), gated_groups(groups, ID_GATE)
+    if unjudged := [
+        f"{q} ({task})" for task, q, _, _, a, b in comparisons if not _judged(groups, below, a, b)
+    ]:
         lines.append(f"- **Not judged** (a run compared is below the gate): {'; '.join(unjudged)}.")
     return lines
 
@@ -278,11 +280,11 @@ def _comparisons(groups: dict) -> list[tuple]:
     return out
 
 
-def _judged(groups: dict, a: dict, b: dict) -> bool:
-    """Both groups exist and passed the gate (a model that has not learned the task in distribution says nothing
-    about its length generalisation)."""
+def _judged(groups: dict, below: set, a: dict, b: dict) -> bool:
+    """Both groups exist and neither is `below` the gate (`gated_groups`: a model that has not learned the task in
+    distribution says nothing about its length generalisation)."""
     keys = {verdicts_lib.group_key(groups, **knobs) for knobs in (a, b)}
-    return None not in keys and not keys & gated_groups(groups, ID_GATE)
+    return None not in keys and not keys & below
 
 
 VERDICT_METRIC = "test/ood/free_token_accuracy"
@@ -293,9 +295,12 @@ Ruoss et al.'s encoder-only models emit every output without the true prefix, as
 
 def verdicts(groups: dict) -> list:
     """The claims of `_comparisons` whose runs all passed the gate."""
-    out, metric = [], VERDICT_METRIC
+    out, metric, below = [], VERDICT_METRIC, gated_groups(groups, ID_GATE)
     for task, quantity, claim, source, a, b in _comparisons(groups):
-        if not _judged(groups, a, b) or (est := verdicts_lib.paired_knobs(groups, metric, a, b)) is None:
+        if (
+            not _judged(groups, below, a, b)
+            or (est := verdicts_lib.paired_knobs(groups, metric, a, b)) is None
+        ):
             continue
         seeds = len(groups[verdicts_lib.group_key(groups, **b)])
         out.append((verdicts_lib.Claim(
