@@ -35,6 +35,14 @@ def main(argv=None) -> int:
         "e.g. the seed-0 runs of :small in the full study (repeatable)",
     )
     parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="run only the runs with these knob values (repeatable; values of one knob are alternatives, knobs "
+        "combine: --only seed=1 --only task=bucket_sort), plus the runs they start from",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="validate every run's config and list the runs and their state"
     )
     parser.add_argument(
@@ -50,7 +58,7 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         if args.dry_run:
-            study, runs = plan(args.experiment, args.root, extra)
+            study, runs = plan(args.experiment, args.root, extra, args.only)
             for run in runs:
                 state = (
                     "done"
@@ -74,6 +82,7 @@ def main(argv=None) -> int:
                 time_min=args.time,
                 gpus_per_run=args.gpus_per_run,
                 cpus_per_run=args.cpus_per_run,
+                only=args.only,
             )
             return 1 if failed else 0
         failed = run_sweep(
@@ -83,6 +92,7 @@ def main(argv=None) -> int:
             extra_args=extra,
             out=lambda s: print(s, flush=True),
             reuse=args.reuse,
+            only=args.only,
         )
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

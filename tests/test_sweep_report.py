@@ -383,3 +383,27 @@ def test_report_names_and_skips_a_malformed_summary(tmp_path):
     with pytest.warns(UserWarning, match=r"positional=alibi,seed=0/summary.json: left out .* does not parse"):
         dest = write_report(str(exp), root=tmp_path / "runs", out=tmp_path / "results")
     assert "positional=alibi" not in (dest / "table.md").read_text()
+
+
+def test_only_selects_runs_by_knob_and_keeps_the_runs_they_start_from(tmp_path):
+    """--only knob=value: values of one knob are alternatives, knobs combine; a kept run's train.init_from source
+    comes with it; a knob or value that matches no run is a ConfigError naming the valid ones."""
+    from research.config import ConfigError
+
+    path = write_experiment(tmp_path)
+    _, runs = plan(str(path), tmp_path / "runs", only=["positional=alibi"])
+    assert [r.name for r in runs] == ["positional=alibi,seed=0"]
+    _, every = plan(str(path), tmp_path / "runs", only=["positional=alibi", "positional=nope", "seed=0"])
+    assert len(every) == 2
+    chain = tmp_path / "chain.py"
+    chain.write_text(CHAIN)
+    _, runs = plan(str(chain), tmp_path / "runs", only=["stage=tune"])
+    assert [r.name for r in runs] == ["stage=tune", "stage=base"]  # sweep order, with the source it waits for
+    with pytest.raises(
+        ConfigError, match="--only seeds: not a knob of this sweep; its knobs: positional, seed"
+    ):
+        plan(str(path), tmp_path / "runs", only=["seeds=1"])
+    with pytest.raises(ConfigError, match="--only seed=3: no such run; seed takes 0"):
+        plan(str(path), tmp_path / "runs", only=["seed=3"])
+    with pytest.raises(ConfigError, match="expected knob=value"):
+        plan(str(path), tmp_path / "runs", only=["alibi"])

@@ -77,10 +77,10 @@ def waves(runs: list[Run]) -> list[list[Run]]:
 
 
 def submit_sweep(
-    target: str, *, launcher: str, root="runs", extra_args=(), out=print, poll=5.0, **options
+    target: str, *, launcher: str, root="runs", extra_args=(), out=print, poll=5.0, only=(), **options
 ) -> int:
-    """Returns the number of failed runs."""
-    study, runs = plan(target, root)
+    """Returns the number of failed runs. `only`: "knob=value" filters, as for a local sweep."""
+    study, runs = plan(target, root, only=only)
     todo = [r for r in runs if not r.finished]
     out(
         f"{study}: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to submit ({launcher})"

@@ -87,9 +87,9 @@ class Run:
             return "(no log)"
 
 
-def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, list[Run]]:
+def plan(target: str, root: str | Path = "runs", extra_args=(), only=()) -> tuple[str, list[Run]]:
     """The study's name and its runs, each config built with the overrides and validated (ConfigError naming the
-    run and the field before anything starts)."""
+    run and the field before anything starts). `only`: "knob=value" filters (`select`)."""
     from research.training.loop import validate
 
     path, arg = split_target(target)
@@ -97,6 +97,7 @@ def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, li
     study = study_name(path, arg)
     overrides = parse_overrides(list(extra_args))
     knobs = expand_sweep(module, arg)
+    keep = select(knobs, only)
     runs = [
         Run(format_knobs(k), f"{path}:{join_arg(arg, k)}", Path(root) / study / format_knobs(k))
         for k in knobs
@@ -114,8 +115,42 @@ def plan(target: str, root: str | Path = "runs", extra_args=()) -> tuple[str, li
             source = init_source(init_from, run.workdir)
             if source.absolute() in workdirs:
                 run.after = source.absolute()
+    runs = with_dependencies(runs, keep)
     check_finished(runs)
     return study, runs
+
+
+def select(knobs: list[dict], only=()) -> list[bool]:
+    """Which runs the "knob=value" filters keep: a run is kept when, for every knob named, its value is one of
+    those given (`seed=1 seed=2 task=bucket_sort`: seeds 1 and 2 of bucket_sort). ConfigError naming the valid
+    knobs or values when a filter matches nothing, so a typo never runs an empty or whole sweep."""
+    wanted: dict[str, set[str]] = {}
+    for item in only:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--only {item!r}: expected knob=value")
+        wanted.setdefault(key, set()).add(value)
+    for key, values in wanted.items():
+        seen = sorted({str(k[key]) for k in knobs if key in k})
+        if not seen:
+            names = sorted({n for k in knobs for n in k})
+            raise ConfigError(f"--only {key}: not a knob of this sweep; its knobs: {', '.join(names)}")
+        if missing := sorted(values - set(seen)):
+            raise ConfigError(f"--only {key}={missing[0]}: no such run; {key} takes {', '.join(seen)}")
+    return [all(str(k.get(key)) in values for key, values in wanted.items()) for k in knobs]
+
+
+def with_dependencies(runs: list[Run], keep: list[bool]) -> list[Run]:
+    """The kept runs and, in sweep order, every run a kept run waits for (its train.init_from), transitively."""
+    by_dir = {r.workdir.absolute(): r for r in runs}
+    needed = {id(r) for r, k in zip(runs, keep, strict=True) if k}
+    stack = [r for r in runs if id(r) in needed]
+    while stack:
+        after = stack.pop().after
+        if after is not None and id(by_dir[after]) not in needed:
+            needed.add(id(by_dir[after]))
+            stack.append(by_dir[after])
+    return [r for r in runs if id(r) in needed]
 
 
 def saved_differences(saved: dict, config) -> list[str]:
@@ -312,11 +347,12 @@ def _duration(seconds: float) -> str:
 
 
 def run_sweep(
-    target: str, *, jobs: int = 1, root: str | Path = "runs", extra_args=(), out=print, reuse=()
+    target: str, *, jobs: int = 1, root: str | Path = "runs", extra_args=(), out=print, reuse=(), only=()
 ) -> int:
-    """Returns the number of failed runs. `reuse`: folders of saved run summaries to adopt (see `reuse_saved`).
-    Raises Stopped (after stopping every run it started) on SIGTERM or SIGINT."""
-    study, runs = plan(target, root, extra_args)
+    """Returns the number of failed runs. `reuse`: folders of saved run summaries to adopt (see `reuse_saved`);
+    `only`: "knob=value" filters (`select`). Raises Stopped (after stopping every run it started) on SIGTERM or
+    SIGINT."""
+    study, runs = plan(target, root, extra_args, only)
     for folder in reuse:
         reuse_saved(runs, folder, out)
     elsewhere = [r for r in runs if not r.finished and r.elsewhere]
