@@ -31,6 +31,7 @@ training length), as in results/reproductions.
 
 Commands:
   python scripts/sweep.py experiments/length_generalization.py --jobs 2     # 6 schemes x 2 samplers x 2 tasks x 3 seeds
+      # 81 min on 2 cores: to fit the hour, run it as slices, `--only seed=0`, then 1, then 2 (~27 min each)
   python scripts/report.py experiments/length_generalization.py             # -> results/length_generalization/
   python scripts/sweep.py experiments/length_generalization.py:small        # 1 seed (a third of the time)
   python scripts/sweep.py experiments/length_generalization.py:paper_eval --jobs 2   # randomized runs, 2 evaluations
