@@ -247,7 +247,32 @@ def until_gate_lines(groups: dict) -> list[str]:
         f"{q} ({task})" for task, q, _, _, a, b in comparisons if not _judged(groups, below, a, b)
     ]:
         lines.append(f"- **Not judged** (a run compared is below the gate): {'; '.join(unjudged)}.")
-    return lines
+    return lines + seed_lines(groups)
+
+
+def seed_lines(groups: dict) -> list[str]:
+    """Each judged comparison's difference seed by seed (where both groups have >= 2 seeds in common): the training
+    run's variance, which the intervals over test examples do not hold."""
+    parts, below = [], gated_groups(groups, ID_GATE)
+    for task, quantity, _, _, a, b in _comparisons(groups):
+        if not _judged(groups, below, a, b):
+            continue
+        values = [
+            {
+                m["knobs"]["seed"]: m["summary"]["metrics"][VERDICT_METRIC]
+                for m in groups[verdicts_lib.group_key(groups, **k)]
+            }
+            for k in (a, b)
+        ]
+        if len(seeds := sorted(values[0].keys() & values[1].keys())) >= 2:
+            shown = ", ".join(f"{values[0][s] - values[1][s]:+.3f}" for s in seeds)
+            parts.append(f"{task}, {quantity.split(',')[0]}: {shown}")
+    if not parts:
+        return []
+    return [
+        f"- **Seed by seed** (the verdicts' differences in {VERDICT_METRIC}, one per seed: the training run's "
+        "variance, which the intervals over test examples do not hold): " + "; ".join(parts) + "."
+    ]
 
 
 def _gated_training(member: dict) -> bool:

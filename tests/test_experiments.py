@@ -319,3 +319,12 @@ def test_length_generalization_judges_only_runs_past_the_in_distribution_gate():
     lines = "\n".join(module.until_gate_lines(groups))
     assert "NoPE minus alibi, contiguous positions (reverse_string)" in lines
     assert "Steps until the gate" in lines
+    assert "Seed by seed" not in lines  # one seed: nothing to add to the intervals
+    second = [{**r, "knobs": {**r["knobs"], "seed": "1"}} for r in rows]
+    second[0]["summary"] = {**second[0]["summary"], "metrics": {**runs[("nope", "contiguous")]["metrics"]}}
+    second[0]["summary"]["metrics"]["test/ood/free_token_accuracy"] = 0.4  # NoPE's seed 1 generalises worse
+    lines = "\n".join(module.until_gate_lines(group(rows + second)))
+    assert "reverse_string, NoPE minus rope: +0.300, -0.100" in lines
+    assert (
+        "reverse_string, rope: randomized (random test positions) minus contiguous: +0.200, +0.200" in lines
+    )
