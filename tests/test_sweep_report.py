@@ -104,7 +104,7 @@ def test_report_from_summaries(tmp_path):
             "metrics": {"test/len_8/bpb": bpb},
             "params": {"total": 10, "embedding": 4, "positional": 0, "rest": 6},
             "wall_time_s": 3.0,
-            "machine": {"cpu": "test cpu", "cores": 2},
+            "machine": {"cpu": "test cpu" if seed == 0 else "other cpu", "cores": 2},
             "device": {"count": 1, "kind": "cpu", "platform": "cpu"},
             "versions": {"jax": "x"},
             "git_sha": "abc",
@@ -118,6 +118,12 @@ def test_report_from_summaries(tmp_path):
     std = statistics.stdev([2.0, 2.2])
     assert f"| positional=nope | 2 | 2.1000 ± {std:.4f} |" in table
     assert "test cpu, 2 cores" in table and "Wall time" in table
+    # Runs from two machines: the header names both, with their run counts, not the first run's alone.
+    assert (
+        "- Machine (the runs differ): other cpu, 2 cores; JAX device: 1 × cpu (cpu) (2 runs); test cpu"
+        in table
+    )
+    assert "- Versions: jax x." in table
     assert (dest / "figures" / "extrapolation.png").stat().st_size > 1000
     # A fresh clone has no run directories: the report regenerates from the summaries it saved.
     again = write_report(str(exp), root=tmp_path / "no_runs_here", out=tmp_path / "results")
