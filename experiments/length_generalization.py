@@ -36,6 +36,8 @@ Commands:
   python scripts/sweep.py experiments/length_generalization.py:small        # 1 seed (a third of the time)
   python scripts/sweep.py experiments/length_generalization.py:paper_eval --jobs 2   # randomized runs, 2 evaluations
   python scripts/sweep.py experiments/length_generalization.py:until_gate,small --jobs 2   # up to 4x the steps, seed 0
+  python scripts/sweep.py experiments/length_generalization.py:until_gate --only seed=1 --only task=bucket_sort
+      # a second seed of the judged task, beside seed 0's run directories (the committed until_gate table)
   python scripts/train.py experiments/length_generalization.py:runlocal --workdir /tmp/run   # seconds
 """
 
@@ -328,16 +330,23 @@ def verdicts(groups: dict) -> list:
             or (est := verdicts_lib.paired_knobs(groups, metric, a, b)) is None
         ):
             continue
-        seeds = len(groups[verdicts_lib.group_key(groups, **b)])
+        seeds = sorted(m["knobs"]["seed"] for m in groups[verdicts_lib.group_key(groups, **b)])
         out.append((verdicts_lib.Claim(
             claim, source,
             f"length_generalization:until_gate: {task}, trained on n <= {TRAIN_MAX} until the in-distribution gate "
-            f"(<= {UNTIL_GATE_STEPS} steps), tested on n = {TRAIN_MAX + 1}..{EVAL_MAX}, {seeds} seed(s)",
-            f"{quantity}, OOD free-running token accuracy", ">",
-            command="python scripts/sweep.py experiments/length_generalization.py:until_gate"
-            + (",small" if seeds == 1 else "") + " --jobs 2",
+            f"(<= {UNTIL_GATE_STEPS} steps), tested on n = {TRAIN_MAX + 1}..{EVAL_MAX}, {len(seeds)} seed(s)",
+            f"{quantity}, OOD free-running token accuracy", ">", command=_until_gate_command(task, seeds),
         ), est))  # fmt: skip
     return out
+
+
+def _until_gate_command(task: str, seeds: list) -> str:
+    """The sweep that trains exactly the runs a verdict reads: `:until_gate,small` for seed 0, else the slice of
+    `:until_gate` with the task's runs of those seeds."""
+    sweep = "python scripts/sweep.py experiments/length_generalization.py:until_gate"
+    if [str(s) for s in seeds] == ["0"]:
+        return f"{sweep},small --jobs 2"
+    return f"{sweep} --only task={task} " + " ".join(f"--only seed={s}" for s in seeds) + " --jobs 2"
 
 
 def figures(groups: dict, folder: Path) -> list[Path]:

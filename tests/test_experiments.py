@@ -325,6 +325,10 @@ def test_length_generalization_judges_only_runs_past_the_in_distribution_gate():
     second[0]["summary"]["metrics"]["test/ood/free_token_accuracy"] = 0.4  # NoPE's seed 1 generalises worse
     lines = "\n".join(module.until_gate_lines(group(rows + second)))
     assert "reverse_string, NoPE minus rope: +0.300, -0.100" in lines
+    claim, _ = module.verdicts(group(rows + second))[0]
+    assert claim.command.endswith(
+        "until_gate --only task=reverse_string --only seed=0 --only seed=1 --jobs 2"
+    )
     assert (
         "reverse_string, rope: randomized (random test positions) minus contiguous: +0.200, +0.200" in lines
     )
