@@ -33,6 +33,33 @@ def test_the_verdict_follows_the_interval_alone(expect, lo, hi, verdict):
     assert verdicts.judge(claim, Estimate(lo)) == "inconclusive (no interval)"
 
 
+def test_a_verdict_either_way_needs_every_seed_on_its_side():
+    """The interval over test units holds no training variance: with >= 2 seeds, a seed on the other side of the
+    bound makes the verdict inconclusive, whichever side the interval is on; one seed adds nothing to check."""
+    claim = verdicts.Claim("c", "s", "u", "q", ">")
+    agree, split = {"0": 0.3, "1": 0.1}, {"0": 0.5, "1": -0.1}
+    assert verdicts.judge(claim, Estimate(0.2, 0.15, 0.25, seeds=agree)) == "reproduces"
+    assert verdicts.judge(claim, Estimate(0.2, 0.15, 0.25, seeds=split)) == "inconclusive (seeds disagree)"
+    assert verdicts.judge(claim, Estimate(-0.2, -0.25, -0.15, seeds={"0": -0.5, "1": 0.1})) == (
+        "inconclusive (seeds disagree)"
+    )
+    assert verdicts.judge(claim, Estimate(0.2, 0.15, 0.25, seeds={"0": -0.1})) == "reproduces"
+    assert verdicts.judge(claim, Estimate(0.0, -0.1, 0.1, seeds=agree)) == "inconclusive at this scale"
+    assert (
+        "+0.200 [+0.150, +0.250] (seeds +0.500, -0.100)"
+        in verdicts.row(claim, Estimate(0.2, 0.15, 0.25, seeds=split))["result (95% interval)"]
+    )
+
+
+def test_a_difference_keeps_the_seeds_both_sides_have():
+    from research.studies.intervals import difference
+
+    a = Estimate(1.0, seeds={"0": 1.0, "1": 2.0, "2": 0.0})
+    b = Estimate(0.5, seeds={"0": 0.5, "1": 0.5})
+    assert difference(a, b).seeds == {"0": 0.5, "1": 1.5}
+    assert difference(a, Estimate(0.5)).seeds is None
+
+
 def test_a_bound_other_than_zero_and_a_bad_expectation():
     claim = verdicts.Claim("c", "s", "u", "q", "<", bound=0.05)
     assert verdicts.judge(claim, Estimate(0.02, 0.01, 0.04)) == "reproduces"
@@ -73,6 +100,7 @@ def test_the_report_writes_verdicts_into_the_results_readme(tmp_path):
     (row,) = json.loads((results / "v_study" / "verdicts.json").read_text())
     assert row["verdict"] == "reproduces" and row["command"] == "`make x`"
     assert row["result (95% interval)"].startswith("alibi minus nope: -0.")
+    assert "(seeds -0." in row["result (95% interval)"]  # both seeds' differences, paired by seed
     readme = (results / "README.md").read_text()
     assert "stale row" not in readme and "| ALiBi beats NoPE | Press et al. 2022 |" in readme
     assert readme.startswith("# Results\nbefore\n") and readme.endswith(f"{verdicts.END}\nafter\n")

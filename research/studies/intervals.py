@@ -38,6 +38,9 @@ class Estimate:
     lo: float | None = None
     hi: float | None = None
     draws: np.ndarray | None = None
+    seeds: dict[str, float] | None = None
+    """The value of each seed's run ({seed: value}; a difference keeps the seeds both sides have): the training
+    runs' variance, which the interval over test units does not hold."""
 
 
 def units(summary: dict) -> int | None:
@@ -122,7 +125,7 @@ def estimate(groups: dict[str, list[dict]], metric: str) -> dict[str, Estimate]:
         values = [v for v in values if isinstance(v, int | float) and not math.isnan(v)]
         if not values:
             continue
-        est = Estimate(float(np.mean(values)))
+        est = Estimate(float(np.mean(values)), seeds=_by_seed(members, metric))
         if paired and all(f is not None for f in funcs[g]):
             est.draws = np.mean([f(idx) for f in funcs[g]], axis=0)
             est.lo, est.hi = (float(x) for x in np.nanpercentile(est.draws, [2.5, 97.5]))
@@ -130,9 +133,23 @@ def estimate(groups: dict[str, list[dict]], metric: str) -> dict[str, Estimate]:
     return out
 
 
+def _by_seed(members: list[dict], metric: str) -> dict[str, float] | None:
+    """{seed: the run's metric} for a group whose runs name distinct seeds; None otherwise."""
+    out = {}
+    for r in members:
+        seed, value = r.get("knobs", {}).get("seed"), r["summary"]["metrics"].get(metric)
+        if seed is None or str(seed) in out or not isinstance(value, int | float) or math.isnan(value):
+            return None
+        out[str(seed)] = float(value)
+    return out
+
+
 def difference(a: Estimate, b: Estimate) -> Estimate:
-    """a - b, with the interval of the paired draws when both have them."""
+    """a - b, with the interval of the paired draws when both have them, and seed by seed for the seeds both
+    have."""
     est = Estimate(a.mean - b.mean)
+    if a.seeds and b.seeds and (common := sorted(a.seeds.keys() & b.seeds.keys())):
+        est.seeds = {s: a.seeds[s] - b.seeds[s] for s in common}
     if a.draws is not None and b.draws is not None:
         est.draws = a.draws - b.draws
         est.lo, est.hi = (float(x) for x in np.nanpercentile(est.draws, [2.5, 97.5]))

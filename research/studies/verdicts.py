@@ -8,6 +8,10 @@ from the 95% interval alone:
     interval entirely on the other side                   does not reproduce
     interval containing the bound                         inconclusive at this scale
 
+The interval is over test units (documents, examples) and does not hold the training runs' variance. So where the
+quantity has a value per seed (>= 2 seeds on both sides), a verdict either way also needs every seed on that side
+of the bound; otherwise it is "inconclusive (seeds disagree)". The result column lists the per-seed values.
+
 `scripts/report.py` writes each study's rows to results/<study>/verdicts.json and .md, and regenerates the table
 between the VERDICTS markers of results/README.md from every study's verdicts.json, so no number there is typed.
 """
@@ -44,14 +48,25 @@ def judge(claim: Claim, est: Estimate) -> str:
     """The verdict of the rule above; 'inconclusive' without an interval (no per-document data)."""
     if est.lo is None or est.hi is None:
         return "inconclusive (no interval)"
-    below, above = est.hi < claim.bound, est.lo > claim.bound
+    seeds = list(_seed_values(est).values())
+    below = est.hi < claim.bound and all(v < claim.bound for v in seeds)
+    above = est.lo > claim.bound and all(v > claim.bound for v in seeds)
+    if not (below or above) and (est.hi < claim.bound or est.lo > claim.bound):
+        return "inconclusive (seeds disagree)"
     if claim.expect == "<":
         return "reproduces" if below else "does not reproduce" if above else "inconclusive at this scale"
     return "reproduces" if above else "does not reproduce" if below else "inconclusive at this scale"
 
 
+def _seed_values(est: Estimate) -> dict[str, float]:
+    """The per-seed values a verdict also checks: only with two seeds or more."""
+    return est.seeds if est.seeds and len(est.seeds) >= 2 else {}
+
+
 def row(claim: Claim, est: Estimate) -> dict:
     interval = f" [{est.lo:+.3f}, {est.hi:+.3f}]" if est.lo is not None else ""
+    if seeds := _seed_values(est):
+        interval += " (seeds " + ", ".join(f"{v:+.3f}" for _, v in sorted(seeds.items())) + ")"
     bound = f"; claim {claim.expect} {claim.bound:g}"
     return {
         "claim": claim.claim,
