@@ -50,6 +50,7 @@ from research.studies import plotting
 from research.studies import verdicts as verdicts_lib
 from research.studies.experiment import format_knobs, parse_knobs
 from research.studies.figures import evaluation_note
+from research.studies.intervals import Estimate, by_seed, difference
 from research.studies.report import gated_groups
 
 SCHEMES = ("nope", "learned", "sinusoidal", "rope", "alibi", "t5_bias")
@@ -259,15 +260,12 @@ def seed_lines(groups: dict) -> list[str]:
     for task, quantity, _, _, a, b in _comparisons(groups):
         if not _judged(groups, below, a, b):
             continue
-        values = [
-            {
-                m["knobs"]["seed"]: m["summary"]["metrics"][VERDICT_METRIC]
-                for m in groups[verdicts_lib.group_key(groups, **k)]
-            }
+        a_seeds, b_seeds = (
+            Estimate(0.0, seeds=by_seed(groups[verdicts_lib.group_key(groups, **k)], VERDICT_METRIC))
             for k in (a, b)
-        ]
-        if len(seeds := sorted(values[0].keys() & values[1].keys())) >= 2:
-            shown = ", ".join(f"{values[0][s] - values[1][s]:+.3f}" for s in seeds)
+        )
+        if len(seeds := difference(a_seeds, b_seeds).seeds or {}) >= 2:
+            shown = ", ".join(f"{v:+.3f}" for _, v in sorted(seeds.items()))
             parts.append(f"{task}, {quantity.split(',')[0]}: {shown}")
     if not parts:
         return []

@@ -125,7 +125,7 @@ def estimate(groups: dict[str, list[dict]], metric: str) -> dict[str, Estimate]:
         values = [v for v in values if isinstance(v, int | float) and not math.isnan(v)]
         if not values:
             continue
-        est = Estimate(float(np.mean(values)), seeds=_by_seed(members, metric))
+        est = Estimate(float(np.mean(values)), seeds=by_seed(members, metric))
         if paired and all(f is not None for f in funcs[g]):
             est.draws = np.mean([f(idx) for f in funcs[g]], axis=0)
             est.lo, est.hi = (float(x) for x in np.nanpercentile(est.draws, [2.5, 97.5]))
@@ -133,7 +133,7 @@ def estimate(groups: dict[str, list[dict]], metric: str) -> dict[str, Estimate]:
     return out
 
 
-def _by_seed(members: list[dict], metric: str) -> dict[str, float] | None:
+def by_seed(members: list[dict], metric: str) -> dict[str, float] | None:
     """{seed: the run's metric} for a group whose runs name distinct seeds; None otherwise."""
     out = {}
     for r in members:

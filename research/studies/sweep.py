@@ -142,15 +142,15 @@ def select(knobs: list[dict], only=()) -> list[bool]:
 
 def with_dependencies(runs: list[Run], keep: list[bool]) -> list[Run]:
     """The kept runs and, in sweep order, every run a kept run waits for (its train.init_from), transitively."""
-    by_dir = {r.workdir.absolute(): r for r in runs}
-    needed = {id(r) for r, k in zip(runs, keep, strict=True) if k}
-    stack = [r for r in runs if id(r) in needed]
+    after = {r.workdir.absolute(): r.after for r in runs}
+    needed = {r.workdir.absolute() for r, k in zip(runs, keep, strict=True) if k}
+    stack = list(needed)
     while stack:
-        after = stack.pop().after
-        if after is not None and id(by_dir[after]) not in needed:
-            needed.add(id(by_dir[after]))
-            stack.append(by_dir[after])
-    return [r for r in runs if id(r) in needed]
+        source = after[stack.pop()]
+        if source is not None and source not in needed:
+            needed.add(source)
+            stack.append(source)
+    return [r for r in runs if r.workdir.absolute() in needed]
 
 
 def saved_differences(saved: dict, config) -> list[str]:
